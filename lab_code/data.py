@@ -1,0 +1,288 @@
+"""Synthetic training data: text lines rendered with Pillow in the fonts that ship inside
+matplotlib, with augmentation, deterministic seeding and a fixed held-out test set.
+
+Run `python -m lab_code.data --out DIR` to save a few sample images and see what the model learns from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import string
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from lab_code import images
+
+PUNCTUATION = ".,;:'\"!?-()"
+CHARSET = string.ascii_uppercase + string.ascii_lowercase + string.digits + " " + PUNCTUATION
+MAX_CHARS = 60
+TEST_SEED = 20_240_601  # the held-out set's own seed; training seeds never equal it
+TEST_SIZE = 600
+
+FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+FONT_FILES = (
+    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
+    "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf",
+    "DejaVuSansMono-BoldOblique.ttf", "DejaVuSansDisplay.ttf", "DejaVuSerifDisplay.ttf",
+    "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
+    "cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmtt10.ttf",
+)
+
+
+def _asset_lines(name: str) -> list[str]:
+    text = resources.files("lab_code").joinpath("assets", name).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@functools.cache
+def words() -> list[str]:
+    """The training vocabulary (lower-case English words)."""
+    return _asset_lines("words.txt")
+
+
+@functools.cache
+def english_lines() -> list[str]:
+    """Held-out English sentences: for measuring the model, never for training it."""
+    return _asset_lines("english_lines.txt")
+
+
+def _renders_charset(path: Path) -> bool:
+    """True if the font draws every character of CHARSET with a glyph of its own."""
+    font = ImageFont.truetype(str(path), 32)
+
+    def glyph(ch: str) -> bytes:
+        img = Image.new("L", (64, 64))
+        ImageDraw.Draw(img).text((8, 8), ch, font=font, fill=255)
+        return img.tobytes()
+
+    missing = glyph("\uffff")  # what this font draws for a character it lacks
+    return all(glyph(ch) != missing for ch in CHARSET if ch != " ")
+
+
+@functools.cache
+def fonts() -> tuple[Path, ...]:
+    """matplotlib's fonts that cover the whole charset (the Computer Modern ones often do not)."""
+    found = tuple(p for p in (FONT_DIR / f for f in FONT_FILES) if p.exists() and _renders_charset(p))
+    if not found:
+        raise RuntimeError(f"No usable fonts in {FONT_DIR}: is matplotlib installed?")
+    return found
+
+
+def _word(rng: np.random.Generator) -> str:
+    vocab = words()
+    word = vocab[rng.integers(len(vocab))]
+    r = rng.random()
+    if r < 0.18:
+        word = word.capitalize()
+    elif r < 0.23:
+        word = word.upper()
+    return word
+
+
+def _sentence(rng: np.random.Generator, n_words: int) -> str:
+    parts = [_word(rng) for _ in range(n_words)]
+    if rng.random() < 0.5:
+        parts[0] = parts[0].capitalize()
+    for i in range(len(parts) - 1):
+        if rng.random() < 0.12:
+            parts[i] += rng.choice([",", ",", ";", ":", "."])
+    if rng.random() < 0.08:
+        i = rng.integers(len(parts))
+        q = rng.choice(['"', "'"])
+        parts[i] = f"{q}{parts[i]}{q}"
+    if rng.random() < 0.06:
+        i = rng.integers(len(parts))
+        parts[i] = f"({parts[i]})"
+    if rng.random() < 0.1:
+        parts.insert(rng.integers(len(parts) + 1), rng.choice(["-", "--"]))
+    if rng.random() < 0.12:
+        parts.insert(rng.integers(len(parts) + 1), _number(rng))
+    end = rng.choice([".", ".", ".", "!", "?", "", "", ":", ";"])
+    return " ".join(parts) + end
+
+
+def _number(rng: np.random.Generator) -> str:
+    kind = rng.integers(6)
+    if kind == 0:
+        return str(rng.integers(0, 10 ** rng.integers(1, 6)))
+    if kind == 1:
+        return f"{rng.integers(1, 13)}:{rng.integers(0, 60):02d}"
+    if kind == 2:
+        return f"{rng.integers(0, 1000)}.{rng.integers(0, 100):02d}"
+    if kind == 3:
+        return f"({rng.integers(100, 1000)}) {rng.integers(100, 1000)}-{rng.integers(1000, 10000)}"
+    if kind == 4:
+        return f"{rng.integers(1, 32)}-{rng.integers(1, 13)}-{rng.integers(1950, 2040)}"
+    return f"{rng.integers(1, 100)}%".replace("%", "")
+
+
+def random_text(rng: np.random.Generator, max_chars: int = MAX_CHARS) -> str:
+    """A line of training text: mostly English-like word sequences, plus random characters
+    (so every symbol is seen in every context) and numbers."""
+    r = rng.random()
+    if r < 0.62:
+        text = _sentence(rng, int(rng.integers(1, 11)))
+    elif r < 0.85:
+        length = int(rng.integers(1, max_chars + 1))
+        pool = CHARSET + "     "  # spaces a little more often than other symbols
+        text = "".join(rng.choice(list(pool), size=length))
+    else:
+        text = " ".join(_number(rng) if rng.random() < 0.6 else _word(rng)
+                        for _ in range(rng.integers(1, 6)))
+    text = " ".join(text.split())  # no leading, trailing or double spaces
+    if len(text) > max_chars:
+        text = text[:max_chars].rstrip()
+    return text or rng.choice(list(string.ascii_letters))
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one line is drawn; `clean()` gives plain dark text on white."""
+
+    font: Path
+    size: int
+    ink: tuple[int, int, int]
+    paper: tuple[int, int, int]
+    pad: tuple[int, int, int, int]  # left, top, right, bottom
+    angle: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
+    lowres: float = 1.0
+
+    @staticmethod
+    def random(rng: np.random.Generator) -> Style:
+        all_fonts = fonts()
+        dark = int(rng.integers(0, 90))
+        ink = tuple(int(np.clip(dark + rng.integers(-25, 26), 0, 255)) for _ in range(3))
+        light = int(rng.integers(185, 256))
+        paper = tuple(int(np.clip(light - rng.integers(0, 25), 0, 255)) for _ in range(3))
+        if rng.random() < 0.08:  # light text on a dark background
+            ink, paper = paper, ink
+        size = int(rng.integers(20, 44))
+        return Style(
+            font=all_fonts[rng.integers(len(all_fonts))],
+            size=size,
+            ink=ink,
+            paper=paper,
+            pad=(int(rng.integers(0, 80)), int(rng.integers(1, 25)),
+                 int(rng.integers(0, 160)), int(rng.integers(1, 25))),
+            angle=float(rng.uniform(-2.0, 2.0)) if rng.random() < 0.5 else 0.0,
+            blur=float(rng.uniform(0.3, 1.1)) if rng.random() < 0.3 else 0.0,
+            noise=float(rng.uniform(2, 14)) if rng.random() < 0.4 else 0.0,
+            lowres=float(rng.uniform(0.6, 0.9)) if size >= 28 and rng.random() < 0.2 else 1.0,
+        )
+
+    @staticmethod
+    def clean(font: Path, size: int = 28, pad: int = 12) -> Style:
+        return Style(font=font, size=size, ink=(0, 0, 0), paper=(255, 255, 255),
+                     pad=(pad, pad, pad, pad))
+
+
+def render(text: str, style: Style, rng: np.random.Generator | None = None) -> Image.Image:
+    """Draw one line of text as an RGB image."""
+    font = ImageFont.truetype(str(style.font), style.size)
+    left, top, right, bottom = font.getbbox(text or " ")
+    pl, pt, pr, pb = style.pad
+    size = (right - left + pl + pr + 2, bottom - top + pt + pb + 2)
+    img = Image.new("RGB", size, style.paper)
+    ImageDraw.Draw(img).text((pl - left + 1, pt - top + 1), text, font=font, fill=style.ink)
+    if style.angle:
+        img = img.rotate(style.angle, resample=Image.Resampling.BILINEAR, expand=True,
+                         fillcolor=style.paper)
+    if style.lowres < 1.0:
+        small = (max(1, round(img.width * style.lowres)), max(1, round(img.height * style.lowres)))
+        img = img.resize(small, Image.Resampling.BILINEAR).resize(img.size, Image.Resampling.BILINEAR)
+    if style.blur:
+        img = img.filter(ImageFilter.GaussianBlur(style.blur))
+    if style.noise:
+        rng = rng or np.random.default_rng(0)
+        arr = np.asarray(img, dtype=np.float32)
+        arr = arr + rng.normal(0.0, style.noise, size=arr.shape[:2])[..., None]
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return img
+
+
+def sample(rng: np.random.Generator, text: str | None = None) -> tuple[Image.Image, str]:
+    """One random (image, text) pair."""
+    text = random_text(rng) if text is None else text
+    return render(text, Style.random(rng), rng), text
+
+
+@functools.cache
+def test_set(size: int = TEST_SIZE) -> list[tuple[np.ndarray, str]]:
+    """The fixed held-out set: (line array, text) pairs drawn with TEST_SEED only."""
+    rng = np.random.default_rng(TEST_SEED)
+    return [(images.line_array(img), text) for img, text in (sample(rng) for _ in range(size))]
+
+
+@functools.cache
+def test_texts() -> frozenset[str]:
+    return frozenset(text for _, text in test_set())
+
+
+def english_set() -> list[tuple[Image.Image, str]]:
+    """Every held-out English line, clean, in every font, at glyph heights from 20 to 40 px."""
+    out = []
+    for i, text in enumerate(english_lines()):
+        for j, font in enumerate(fonts()):
+            size = 20 + (i * 7 + j * 3) % 21  # 20..40 px
+            out.append((render(text, Style.clean(font, size=size, pad=8 + (i + j) % 40)), text))
+    return out
+
+
+def training_batches(seed: int, batch_size: int) -> Iterator[tuple[list[np.ndarray], list[str]]]:
+    """Endless batches of (line arrays, texts), each batch of similar text length (less padding).
+
+    Lines whose text is in the held-out set are skipped, so training never sees a test line.
+    """
+    if seed == TEST_SEED:
+        raise ValueError("That seed belongs to the held-out test set; pick another.")
+    rng = np.random.default_rng(seed)
+    held_out = test_texts()
+    while True:
+        target = int(rng.integers(4, MAX_CHARS + 1))
+        arrays, texts = [], []
+        while len(texts) < batch_size:
+            text = random_text(rng, max_chars=target)
+            if len(text) < target // 2 or text in held_out:
+                continue
+            img, _ = sample(rng, text)
+            arrays.append(images.line_array(img))
+            texts.append(text)
+        yield arrays, texts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lab_code.data",
+        description="Render sample training lines (random style) to PNG files to look at.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("samples"), help="folder for the PNGs")
+    parser.add_argument("-n", "--count", type=int, default=8, help="how many lines to render")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same lines)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    for i in range(args.count):
+        img, text = sample(rng)
+        path = args.out / f"line_{i:03d}.png"
+        img.save(path)
+        print(f"{path}\t{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

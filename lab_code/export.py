@@ -1,0 +1,194 @@
+"""Compile a trained checkpoint: TorchScript with `torch.jit.script` (what the course ships),
+`torch.jit.trace` for contrast (and what it gets wrong here), an eager-vs-compiled parity check,
+and `torch.export` (.pt2), the maintained successor, side by side.
+
+    python -m lab_code.export runs/recognizer/checkpoint.pt --out model.pt --pt2 model.pt2
+
+TorchScript is deprecated since torch 2.13 (it still works, and loads without Python model code);
+new projects should prefer `torch.export`. This course teaches both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lab_code import data, images
+from lab_code.model import LineRecognizer, LogitsOnly
+from lab_code.recognizer import load_torchscript, quiet_torchscript
+from lab_code.train import load_checkpoint
+
+
+def script(model: LineRecognizer) -> torch.jit.ScriptModule:
+    """Compile the whole inference path (CNN, LSTM and CTC decoding) with torch.jit.script."""
+    with quiet_torchscript():
+        return torch.jit.script(model.eval())
+
+
+def save_torchscript(model: LineRecognizer, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with quiet_torchscript():
+        script(model).save(str(path))
+    return path
+
+
+def example_batch(n: int = 8, seed: int = 7) -> tuple[Tensor, list[str]]:
+    """A batch of rendered lines and their texts, for checks and examples."""
+    rng = torch.Generator().manual_seed(seed)
+    texts = [data.english_lines()[int(i)] for i in torch.randint(len(data.english_lines()), (n,),
+                                                                  generator=rng)]
+    fonts = data.fonts()
+    arrays = [images.line_array(data.render(t, data.Style.clean(fonts[i % len(fonts)])))
+              for i, t in enumerate(texts)]
+    return images.batch(arrays), texts
+
+
+@dataclass
+class Parity:
+    max_abs_diff: float  # largest difference between eager and compiled logits
+    same_text: bool  # do both decode to exactly the same strings?
+    texts: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.same_text and self.max_abs_diff < 1e-4
+
+
+@torch.inference_mode()
+def check_parity(eager: LineRecognizer, compiled: torch.jit.ScriptModule, batch: Tensor) -> Parity:
+    eager.eval()
+    diff = (eager.logits(batch) - compiled.logits(batch)).abs().max().item()
+    eager_text, compiled_text = eager(batch), compiled(batch)
+    return Parity(diff, eager_text == compiled_text, list(compiled_text))
+
+
+def collapse_repeats(logits: Tensor) -> Tensor:
+    """Greedy CTC decoding that returns class indices as a tensor (so it can be traced)."""
+    best = logits.argmax(-1)[0]
+    keep = [int(i) for n, i in enumerate(best.tolist()) if i != 0 and (n == 0 or i != best[n - 1])]
+    return torch.tensor(keep, dtype=torch.long)
+
+
+@dataclass
+class TraceReport:
+    full_model_error: str  # why tracing forward() fails outright
+    traced_warnings: list[str]  # what the tracer warned about while tracing the decoder
+    text_a: str  # what the traced decoder was traced on...
+    text_b: str  # ...and a different line it is then asked to decode
+    traced_on_b: str  # what the traced decoder answers for line B (it replays line A)
+    scripted_on_b: str  # what the scripted model answers for line B
+
+
+def trace_pitfalls(model: LineRecognizer, batch: Tensor | None = None) -> TraceReport:
+    """Show what torch.jit.trace gets wrong for this model.
+
+    1. Tracing records tensor operations only, so forward(), which returns strings, cannot be traced.
+    2. The CTC decoder's Python loop and `if` depend on the data. Tracing runs them once on an
+       example and records the result as a constant: the traced decoder gives the example's
+       answer for every input.
+    """
+    model.eval()
+    if batch is None:
+        batch, _ = example_batch(2)
+    a, b = batch[:1], batch[1:2]
+    try:
+        with quiet_torchscript():
+            torch.jit.trace(model, (a,))
+        full_error = "(no error)"
+    except Exception as err:  # noqa: BLE001 - the message is the lesson
+        full_error = str(err).strip().splitlines()[0]
+    charset = model.charset
+    with torch.no_grad():
+        logits_a, logits_b = model.logits(a), model.logits(b)
+        with warnings.catch_warnings(record=True) as caught, quiet_torchscript():
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            traced = torch.jit.trace(collapse_repeats, (logits_a,))
+        decoded = traced(logits_b)
+    as_text = lambda idx: "".join(charset[i - 1] for i in idx.tolist()).strip()  # noqa: E731
+    return TraceReport(
+        full_model_error=full_error,
+        traced_warnings=sorted({str(w.message).split(". ")[0] for w in caught
+                                if issubclass(w.category, torch.jit.TracerWarning)}),
+        text_a=as_text(collapse_repeats(logits_a)),
+        text_b=as_text(collapse_repeats(logits_b)),
+        traced_on_b=as_text(decoded),
+        scripted_on_b=script(model)(b)[0],
+    )
+
+
+def export_pt2(model: LineRecognizer, path: str | Path, example: Tensor | None = None,
+               width: int = 128) -> Path:
+    """torch.export the tensor part (images -> logits), batch size dynamic.
+
+    torch.export captures tensor graphs only: the string decoding stays in Python
+    (`LineRecognizer.decode`), unlike TorchScript, which compiled it too. It also records the
+    LSTM step by step for the example's width, so the program accepts lines of exactly that width
+    (`width` pixels; pad or crop lines to it), where the scripted model takes any width.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if example is None:
+        example, _ = example_batch(2)
+    example = fit_width(example, width)
+    dims = {"images": {0: torch.export.Dim.AUTO}}
+    program = torch.export.export(LogitsOnly(model.eval()), (example,), dynamic_shapes=dims)
+    torch.export.save(program, str(path))
+    return path
+
+
+def fit_width(batch: Tensor, width: int) -> Tensor:
+    """Pad with background (0) or crop a (B, 1, H, W) batch to exactly `width` columns."""
+    if batch.shape[-1] >= width:
+        return batch[..., :width].contiguous()
+    return torch.nn.functional.pad(batch, (0, width - batch.shape[-1]))
+
+
+def load_pt2(path: str | Path) -> torch.nn.Module:
+    return torch.export.load(str(path)).module()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lab_code.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="checkpoint.pt written by lab_code.train")
+    parser.add_argument("--out", type=Path, default=Path("text_recognizer.pt"),
+                        help="TorchScript file to write (default: %(default)s)")
+    parser.add_argument("--pt2", type=Path, default=None, help="also write a torch.export .pt2")
+    parser.add_argument("--pt2-width", type=int, default=128,
+                        help="line width in pixels the .pt2 program is made for (default: 128)")
+    parser.add_argument("--show-trace", action="store_true",
+                        help="also show what torch.jit.trace gets wrong for this model")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.checkpoint.is_file():
+        print(f"error: no checkpoint at {args.checkpoint}: train one with "
+              "`python -m lab_code.train` first.", file=sys.stderr)
+        return 1
+    model, _ = load_checkpoint(args.checkpoint)
+    save_torchscript(model, args.out)
+    batch, _ = example_batch()
+    parity = check_parity(model, load_torchscript(args.out), batch)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB); parity with eager: "
+          f"max |diff| {parity.max_abs_diff:.2e}, same text: {parity.same_text}")
+    if args.pt2:
+        export_pt2(model, args.pt2, batch, width=args.pt2_width)
+        print(f"wrote {args.pt2} with torch.export ({args.pt2.stat().st_size / 1e6:.2f} MB)")
+    if args.show_trace:
+        report = trace_pitfalls(model, batch)
+        for key, value in vars(report).items():
+            print(f"{key}: {value}")
+    return 0 if parity.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The model compiles with torch.jit.script, matches eager mode, and tracing's pitfalls are real."""
+
+import pytest
+import torch
+
+from lab_code import data, export, images
+from lab_code.model import LineRecognizer
+from lab_code.recognizer import load_torchscript
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return LineRecognizer(data.CHARSET).eval()
+
+
+def test_heights_agree():
+    assert LineRecognizer(data.CHARSET).height == images.HEIGHT
+
+
+def test_output_steps_are_a_quarter_of_the_width(model):
+    assert model.logits(torch.zeros(2, 1, 32, 200)).shape == (2, 50, len(data.CHARSET) + 1)
+
+
+def test_scripted_model_saves_loads_and_matches_eager(model, tmp_path):
+    path = export.save_torchscript(model, tmp_path / "m.pt")
+    compiled = load_torchscript(path)
+    batch, _ = export.example_batch(6)
+    parity = export.check_parity(model, compiled, batch)
+    assert parity.ok, parity
+    assert compiled.charset == list(data.CHARSET)
+
+
+def test_decode_merges_repeats_and_drops_blanks(model):
+    classes = len(data.CHARSET) + 1
+    a, b = data.CHARSET.index("a") + 1, data.CHARSET.index("b") + 1
+    steps = [a, a, 0, a, b, b, 0, 0]
+    logits = torch.nn.functional.one_hot(torch.tensor([steps]), classes).float()
+    assert model.decode(logits) == ["aab"]
+    assert export.script(model).decode(logits) == ["aab"]
+
+
+def test_tracing_fails_on_strings_and_bakes_in_the_decoder(model):
+    batch, _ = export.example_batch(2)
+    # make the two lines decode differently, whatever the weights: flip line B's scores
+    report = export.trace_pitfalls(model, batch)
+    assert "traced functions" in report.full_model_error
+    assert any("Python" in w for w in report.traced_warnings)
+    assert report.traced_on_b == report.text_a  # the traced decoder replays its example
+    assert report.scripted_on_b == report.text_b
+
+
+def test_torch_export_runs_the_tensor_part(model, tmp_path):
+    batch, _ = export.example_batch(2)
+    path = export.export_pt2(model, tmp_path / "m.pt2", batch, width=64)
+    loaded = export.load_pt2(path)
+    three = export.fit_width(torch.cat([batch, batch[:1]]), 64)  # another batch size works
+    assert torch.allclose(loaded(three), model.logits(three), atol=1e-5)
+    with pytest.raises(Exception):  # noqa: B017 - another width does not: the LSTM was unrolled
+        loaded(export.fit_width(batch, 96))

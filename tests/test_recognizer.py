@@ -1,0 +1,96 @@
+"""The production recognizer: inputs of every kind, the CLI, and the import boundary."""
+
+import subprocess
+import sys
+
+import pytest
+
+from lab_code import data
+from lab_code.recognizer import TextRecognizer, bundled_model_path
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    return TextRecognizer()
+
+
+@pytest.fixture(scope="module")
+def line_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "line.png"
+    data.render("Fresh bread at noon", data.Style.clean(data.fonts()[0], size=30)).save(path)
+    return path
+
+
+def test_loads_the_bundled_model_by_default(recognizer):
+    assert recognizer.model_path == bundled_model_path() and bundled_model_path().is_file()
+    assert bundled_model_path().stat().st_size <= 5 * 1024 * 1024
+
+
+def test_path_pil_and_modes_agree(recognizer, line_png):
+    from PIL import Image
+
+    img = Image.open(line_png)
+    text = recognizer.predict(line_png)
+    assert isinstance(text, str)
+    for mode in ("RGB", "RGBA", "L"):
+        assert recognizer.predict(img.convert(mode)) == text
+    assert recognizer.predict_batch([line_png, str(line_png)]) == [text, text]
+
+
+def test_http_url_input(recognizer, line_png):
+    import http.server
+    import threading
+
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(line_png.parent))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{line_png.name}"
+        assert recognizer.predict(url) == recognizer.predict(line_png)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make model"):
+        TextRecognizer(tmp_path / "nope.pt")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "lab_code.recognizer", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_prints_the_text(recognizer, line_png):
+    result = _cli(str(line_png))
+    assert result.returncode == 0 and result.stdout.strip() == recognizer.predict(line_png)
+
+
+@pytest.mark.parametrize("make_input", ["missing", "not_image", "folder", "bad_url"])
+def test_cli_bad_inputs_exit_nonzero_with_one_line(tmp_path, make_input):
+    target = {
+        "missing": str(tmp_path / "missing.png"),
+        "not_image": str(tmp_path / "notes.txt"),
+        "folder": str(tmp_path),
+        "bad_url": "http://127.0.0.1:9/none.png",  # port 9 (discard): nothing listens
+    }[make_input]
+    (tmp_path / "notes.txt").write_text("hello")
+    result = _cli(target)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:")
+
+
+def test_using_the_recognizer_never_imports_the_training_side(line_png):
+    code = (
+        "import sys\n"
+        "from lab_code.recognizer import TextRecognizer\n"
+        f"TextRecognizer().predict({str(line_png)!r})\n"
+        "bad = [m for m in ('lab_code.data', 'lab_code.model', 'lab_code.train') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+        "assert 'matplotlib' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,201 @@
+"""Course maintenance for notebooks: create a lesson skeleton, generate solution notebooks from
+`solutions/NN_topic.py`, strip outputs, and check every convention.
+
+    python tools/nb.py new 07_topic "Title"   # a lesson skeleton that follows the conventions
+    python tools/nb.py solutions              # regenerate solutions/*.ipynb from solutions/*.py
+    python tools/nb.py strip                  # strip outputs and execution counts
+    python tools/nb.py check                  # what tests/test_course.py checks, as a report
+
+Conventions (tests enforce them):
+- cell 0: markdown title and the "Open in Colab" badge; cell 1: the setup cell (tag `setup`),
+  identical in every notebook, made from REPO_URL in pyproject.toml (its one home);
+- a "Learning objectives" markdown cell near the top and a "Recap" markdown cell at the end;
+- each exercise: a markdown cell tagged `exercise` starting "### Exercise N: ...", followed by a
+  code cell tagged `exercise` and `raises-exception` that ends in `raise NotImplementedError(hint)`;
+- `solutions/NN_topic.py` holds `# %% [context]` (code the solutions need) and one
+  `# %% [exercise N]` block per exercise; `solutions/NN_topic.ipynb` is generated from it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+import warnings
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS, SOLUTIONS = ROOT / "notebooks", ROOT / "solutions"
+KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def repo_url() -> str:
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return meta["project"]["urls"]["Repository"]
+
+
+def colab_url(path: Path) -> str:
+    owner_repo = repo_url().removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{owner_repo}/blob/main/{path.relative_to(ROOT).as_posix()}"
+
+
+def badge(path: Path) -> str:
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"({colab_url(path)})")
+
+
+def setup_source() -> str:
+    url = repo_url()
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    return f'''# Setup: on Colab, fetch the course and install it (Colab's own torch is kept).
+# Locally (after `make setup` or `make lab`) this cell does nothing. Safe to run twice.
+import os, subprocess, sys
+REPO_URL = "{url}"
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/{name}"):
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "/content/{name}"], check=True)
+    os.chdir("/content/{name}/notebooks")
+    try:
+        import lab_code  # noqa: F401
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "..[course]"], check=True)
+        sys.path.insert(0, "/content/{name}")'''
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # format 4.4 has no cell ids; nbformat warns about that
+        return nbformat.read(path, as_version=4)
+
+
+def write(nb: nbformat.NotebookNode, path: Path) -> None:
+    nb.metadata = {"kernelspec": KERNEL, "language_info": {"name": "python"}}
+    for cell in nb.cells:
+        cell.pop("id", None)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nb.nbformat, nb.nbformat_minor = 4, 4  # 4.4: no cell ids, so regenerated files are stable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nbformat nags about the missing ids of format 4.5
+        text = nbformat.writes(nb, version=4)
+    path.write_text(text + "\n")
+
+
+def md(text: str, *tags: str) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_markdown_cell(text)
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def code(text: str, *tags: str) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(text)
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def exercises(nb) -> list[tuple[int, str, str]]:
+    """(number, markdown prompt, stub code) of each exercise in a lesson notebook."""
+    out, cells = [], nb.cells
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "markdown" and "exercise" in tags(cell):
+            m = re.match(r"###\s+Exercise\s+(\d+)", cell.source)
+            stub = cells[i + 1] if i + 1 < len(cells) else None
+            out.append((int(m.group(1)) if m else -1, cell.source,
+                        stub.source if stub is not None and stub.cell_type == "code" else ""))
+    return out
+
+
+def solution_blocks(path: Path) -> dict[str, str]:
+    """Blocks of a solutions/NN_topic.py file, keyed 'context' or 'exercise N'."""
+    blocks: dict[str, str] = {}
+    key = None
+    for line in path.read_text().splitlines():
+        m = re.match(r"#\s*%%\s*\[(context|exercise \d+)\]\s*$", line)
+        if m:
+            key = m.group(1)
+            blocks[key] = ""
+        elif key is not None:
+            blocks[key] += line + "\n"
+    return {k: v.strip("\n") for k, v in blocks.items()}
+
+
+def build_solution(lesson: Path) -> nbformat.NotebookNode:
+    nb, src = read(lesson), SOLUTIONS / (lesson.stem + ".py")
+    blocks = solution_blocks(src)
+    title = nb.cells[0].source.splitlines()[0].lstrip("# ").strip()
+    out_path = SOLUTIONS / lesson.name
+    cells = [
+        md(f"# Solutions: {title}\n\n{badge(out_path)}\n\n"
+           f"Worked solutions to the exercises of [the lesson](../notebooks/{lesson.name}). "
+           f"Generated from `solutions/{src.name}` by `python tools/nb.py solutions`: edit that file, "
+           "not this notebook."),
+        code(setup_source(), "setup"),
+    ]
+    if blocks.get("context"):
+        cells.append(code(blocks["context"]))
+    for number, prompt, _ in exercises(nb):
+        cells.append(md(prompt))
+        cells.append(code(blocks.get(f"exercise {number}", f"# missing: [exercise {number}]")))
+    return nbformat.v4.new_notebook(cells=cells)
+
+
+def lessons() -> list[Path]:
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def new(stem: str, title: str) -> Path:
+    path = NOTEBOOKS / f"{stem}.ipynb"
+    if path.exists():
+        raise SystemExit(f"{path} exists already")
+    cells = [
+        md(f"# Lesson {stem[:2]}: {title}\n\n{badge(path)}"),
+        code(setup_source(), "setup"),
+        md("## Learning objectives\n\nBy the end of this lesson you can:\n\n- ..."),
+        code("import lab_code"),
+        md("## Exercises"),
+        md("### Exercise 1: ...\n\nWhat to do and why it matters.", "exercise"),
+        code('raise NotImplementedError("Exercise 1: hint ...")', "exercise", "raises-exception"),
+        md("## Recap\n\n- ..."),
+    ]
+    write(nbformat.v4.new_notebook(cells=cells), path)
+    src = SOLUTIONS / f"{stem}.py"
+    if not src.exists():
+        src.write_text("# %% [context]\nimport lab_code\n\n# %% [exercise 1]\n...\n")
+    return path
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    cmd = argv[0]
+    if cmd == "new" and len(argv) == 3:
+        print(new(argv[1], argv[2]))
+    elif cmd == "solutions":
+        for lesson in lessons():
+            if (SOLUTIONS / (lesson.stem + ".py")).exists():
+                write(build_solution(lesson), SOLUTIONS / lesson.name)
+                print(f"wrote solutions/{lesson.name}")
+    elif cmd == "strip":
+        for path in [*lessons(), *sorted(SOLUTIONS.glob("*.ipynb"))]:
+            write(read(path), path)
+    elif cmd == "check":
+        sys.path.insert(0, str(ROOT))
+        import pytest
+        return pytest.main(["-q", str(ROOT / "tests" / "test_course.py")])
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
