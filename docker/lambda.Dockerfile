@@ -1,0 +1,19 @@
+# syntax=docker/dockerfile:1
+# The serverless backend: the model behind an AWS Lambda handler, in AWS's Python base image.
+# Build it from the repository root, which is the build context (see docker/README.md):
+#   docker build -f docker/lambda.Dockerfile -t text-recognizer-lambda .
+#   docker run --rm -p 9000:8080 text-recognizer-lambda
+# The base image brings the Lambda runtime interface client and sets LAMBDA_TASK_ROOT
+# (/var/task): the function's code and its dependencies go there.
+FROM public.ecr.aws/lambda/python:3.12
+
+# Dependencies first, from their own file: a code change never reinstalls torch.
+COPY docker/requirements-lambda.txt ${LAMBDA_TASK_ROOT}/requirements.txt
+RUN pip install --no-cache-dir -r "${LAMBDA_TASK_ROOT}/requirements.txt" --target "${LAMBDA_TASK_ROOT}"
+
+# The package itself (code and bundled model) last: it changes most often.
+COPY lab_code/ ${LAMBDA_TASK_ROOT}/lab_code/
+
+# Not a command: the runtime imports lab_code.serverless once (cold start, model loaded)
+# and then calls its `handler(event, context)` for every request.
+CMD ["lab_code.serverless.handler"]
