@@ -23,7 +23,7 @@ from PIL import Image
 from lab_code import images
 
 MODEL_FILE = "text_recognizer.pt"
-TORCHSCRIPT_DEPRECATION = r".*is deprecated. Please switch to torch\.compile or torch\.export"
+TORCHSCRIPT_DEPRECATION = r".*is deprecated\. Please switch to `?torch\.(compile|export)"
 MAX_BATCH = 64  # lines per forward pass
 
 

@@ -1,0 +1,98 @@
+# %% [context]
+import os
+import secrets
+import socket
+
+from pyngrok import conf, process
+
+from lab_code import app, tunnel
+
+
+def own_address():
+    """This machine's address on its network, or None with loopback only (sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            return s.getsockname()[0]
+        except OSError:
+            return None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+# %% [exercise 1]
+def who_can_connect(bind):
+    """{address: can a client connect to a socket listening on bind?} for loopback and own_address()."""
+    with socket.socket() as server:
+        server.bind((bind, 0))
+        server.listen()
+        port = server.getsockname()[1]
+        return {via: tunnel.is_listening(port, via) for via in ("127.0.0.1", own_address()) if via}
+
+
+for bind in ("127.0.0.1", "0.0.0.0"):
+    print(f"listening on {bind:>9}:", who_can_connect(bind))
+# 127.0.0.1 accepts only loopback connections: the machine's own network address is refused.
+# 0.0.0.0 accepts both: any machine that can route to this one (and passes the firewalls) could
+# connect. Docker's `-p 7860:7860` forwards to the container's own network interface, not to its
+# loopback, so an app listening on 127.0.0.1 inside a container cannot be reached from outside it.
+# (On a machine with loopback only, own_address() is None and only 127.0.0.1 is tried.)
+
+# %% [exercise 2]
+def failure_message(token, port):
+    """The TunnelError message of open_tunnel(port) with NGROK_AUTHTOKEN=token (None: unset)."""
+    saved = os.environ.get("NGROK_AUTHTOKEN")
+    try:
+        if token is None:
+            os.environ.pop("NGROK_AUTHTOKEN", None)
+        else:
+            os.environ["NGROK_AUTHTOKEN"] = token
+        tunnel.open_tunnel(port)
+    except tunnel.TunnelError as err:
+        return str(err)
+    finally:
+        if saved is None:
+            os.environ.pop("NGROK_AUTHTOKEN", None)
+        else:
+            os.environ["NGROK_AUTHTOKEN"] = saved
+    tunnel.close_tunnel()
+    return "(no error: a tunnel opened, and is closed again)"
+
+
+print("no token:         ", failure_message(None, 7860))
+print("nothing listening:", failure_message("dummy", free_port()))
+print("agent started:", process.is_process_running(conf.get_default().ngrok_path))
+# Both are checked before the agent starts: they are the learner's most likely mistakes, they are
+# cheap to detect, and the agent's own error would come later (after a download, a start-up and a
+# round trip to ngrok's servers) and less clearly. A tunnel to a port with no server would give
+# visitors an ngrok error page instead of the app.
+
+# %% [exercise 3]
+def two_tunnels(port):
+    """(first public URL, second public URL), with the agent stopped in between."""
+    first = tunnel.open_tunnel(port)
+    tunnel.close_tunnel(first)  # the last tunnel: the agent stops too
+    second = tunnel.open_tunnel(port)
+    tunnel.close_tunnel(second)
+    return first, second
+
+
+if not os.environ.get("NGROK_AUTHTOKEN"):
+    print("This exercise needs NGROK_AUTHTOKEN (and internet): set it and run the cell again.")
+else:
+    demo = app.make_frontend(app.PredictorBackend())
+    _, url, _ = demo.launch(server_name="127.0.0.1", auth=("student", secrets.token_urlsafe(12)),
+                            prevent_thread_lock=True, quiet=True)
+    try:
+        first, second = two_tunnels(int(url.rstrip("/").rsplit(":", 1)[1]))
+        print(first, "\n" + second, "\nsame URL:", first == second)
+    except tunnel.TunnelError as err:
+        print("No tunnel:", err)
+    finally:
+        tunnel.close_tunnel()
+        demo.close()
+# Without a static domain the two URLs differ: a URL on a poster (or in an e-mail) dies the next
+# time the agent restarts. A static domain (one is free) or a real deployment fixes that.
