@@ -1,0 +1,285 @@
+"""Course hygiene and conventions: notebooks stripped and uniform, the tools/nb.py conventions
+(badge, setup cell, objectives, exercises, recap, solutions in sync, one deck per lesson), no
+machine paths and no secrets in any file, and a setup cell that is safe outside and inside Colab.
+
+`python tools/nb.py check` runs this file. New lessons are picked up without editing it.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from fnmatch import fnmatch
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_nb_tool():
+    spec = importlib.util.spec_from_file_location("course_nb_tool", ROOT / "tools" / "nb.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+nb = _load_nb_tool()
+LESSONS = nb.lessons()
+NOTEBOOKS = LESSONS + sorted((ROOT / "solutions").glob("*.ipynb"))
+DECKS = sorted((ROOT / "slides").glob("[0-9][0-9]_*.md"))
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def repo_files() -> list[Path]:
+    """Tracked files plus untracked ones git does not ignore (works before the first commit)."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                         cwd=ROOT, capture_output=True, check=True).stdout.decode()
+    return sorted(p for p in {ROOT / name for name in out.split("\0") if name} if p.is_file())
+
+
+def text_files() -> list[tuple[Path, str]]:
+    out = []
+    for path in repo_files():
+        try:
+            out.append((path, path.read_text(encoding="utf-8")))
+        except UnicodeDecodeError:
+            continue  # binary (the model file, images)
+    return out
+
+
+def normalized(node: nbformat.NotebookNode, tmp_path: Path) -> str:
+    """The text tools/nb.py writes for this notebook (stripped, uniform metadata)."""
+    out = tmp_path / "normalized.ipynb"
+    nb.write(node, out)
+    return out.read_text()
+
+
+# --- notebooks are stripped and uniform ----------------------------------------------------------
+
+def test_every_lesson_has_a_deck_and_every_deck_a_lesson():
+    lesson_numbers = {p.name[:2] for p in LESSONS}
+    deck_numbers = {p.name[:2] for p in DECKS}
+    assert lesson_numbers, "no lessons in notebooks/ yet (python tools/nb.py new NN_topic Title)"
+    assert not lesson_numbers - deck_numbers, (
+        f"lessons without a deck: {sorted(lesson_numbers - deck_numbers)} (add slides/NN_topic.md)")
+    assert not deck_numbers - lesson_numbers, (
+        f"decks without a lesson: {sorted(deck_numbers - lesson_numbers)}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=rel)
+def test_notebook_is_stripped_with_the_python3_kernel(path, tmp_path):
+    node = nb.read(path)
+    dirty = [i for i, c in enumerate(node.cells)
+             if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not dirty, f"{rel(path)}: cells {dirty} keep outputs: run `python tools/nb.py strip`"
+    assert node.metadata.get("kernelspec") == nb.KERNEL, (
+        f"{rel(path)}: kernelspec should be {nb.KERNEL}: run `python tools/nb.py strip`")
+    assert path.read_text() == normalized(node, tmp_path), (
+        f"{rel(path)} is not in the committed form (ids, metadata, format): "
+        "run `python tools/nb.py strip`")
+
+
+# --- lesson conventions --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=rel)
+def test_lesson_opens_with_title_badge_and_setup(lesson):
+    cells = nb.read(lesson).cells
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# "), (
+        f"{rel(lesson)}: cell 0 should be the markdown title")
+    assert nb.badge(lesson) in cells[0].source, (
+        f"{rel(lesson)}: cell 0 needs the Colab badge for {nb.repo_url()} "
+        "(python tools/nb.py new makes it)")
+    setup = cells[1]
+    assert setup.cell_type == "code" and "setup" in nb.tags(setup), (
+        f"{rel(lesson)}: cell 1 should be the setup code cell, tagged 'setup'")
+    assert setup.source == nb.setup_source(), (
+        f"{rel(lesson)}: the setup cell differs from tools/nb.py setup_source(): copy it back")
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=rel)
+def test_lesson_has_objectives_and_ends_with_a_recap(lesson):
+    cells = nb.read(lesson).cells
+    heads = [i for i, c in enumerate(cells)
+             if c.cell_type == "markdown" and re.search(r"^#+\s*Learning objectives", c.source,
+                                                         re.M | re.I)]
+    assert heads and heads[0] <= 4, f"{rel(lesson)}: add '## Learning objectives' near the top"
+    last = cells[-1]
+    assert last.cell_type == "markdown" and re.match(r"#+\s*Recap", last.source, re.I), (
+        f"{rel(lesson)}: the last cell should be the '## Recap' markdown cell")
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=rel)
+def test_lesson_exercises_follow_the_convention(lesson):
+    cells = nb.read(lesson).cells
+    found = nb.exercises(nb.read(lesson))
+    assert 2 <= len(found) <= 4, f"{rel(lesson)}: give 2-4 exercises, found {len(found)}"
+    numbers = [n for n, _, _ in found]
+    assert numbers == list(range(1, len(found) + 1)), (
+        f"{rel(lesson)}: exercises should be numbered 1..{len(found)} ('### Exercise N: ...'), "
+        f"found {numbers}")
+    prompts = [i for i, c in enumerate(cells) if "exercise" in nb.tags(c)
+               and c.cell_type == "markdown"]
+    for i in prompts:
+        stub = cells[i + 1] if i + 1 < len(cells) else None
+        assert stub is not None and stub.cell_type == "code", (
+            f"{rel(lesson)} cell {i}: an exercise prompt must be followed by its stub code cell")
+        assert {"exercise", "raises-exception"} <= set(nb.tags(stub)), (
+            f"{rel(lesson)} cell {i + 1}: tag the stub 'exercise' and 'raises-exception'")
+        assert raises_not_implemented(stub.source), (
+            f"{rel(lesson)} cell {i + 1}: the stub must raise NotImplementedError(hint)")
+
+
+def raises_not_implemented(source: str) -> bool:
+    """Does the stub contain `raise NotImplementedError(...)` (at the end, or in a function the
+    cell then calls)?"""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # IPython syntax (!, %): fall back to the text
+        return bool(re.search(r"^\s*raise NotImplementedError\(", source, re.M))
+    return any(isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+               and getattr(node.exc.func, "id", None) == "NotImplementedError"
+               for node in ast.walk(tree))
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=rel)
+def test_solutions_exist_and_are_in_sync(lesson, tmp_path):
+    source = nb.SOLUTIONS / f"{lesson.stem}.py"
+    assert source.is_file(), f"{rel(lesson)}: write its worked solutions in {rel(source)}"
+    blocks = nb.solution_blocks(source)
+    wanted = {f"exercise {n}" for n, _, _ in nb.exercises(nb.read(lesson))}
+    have = {k for k in blocks if k.startswith("exercise")}
+    assert have == wanted, (f"{rel(source)}: blocks {sorted(have)} should match the lesson's "
+                            f"exercises {sorted(wanted)} ('# %% [exercise N]')")
+    assert all(blocks[k].strip() not in ("", "...") for k in wanted), (
+        f"{rel(source)}: some solution blocks are still empty")
+    generated = nb.SOLUTIONS / lesson.name
+    assert generated.is_file(), f"run `python tools/nb.py solutions` to write {rel(generated)}"
+    assert generated.read_text() == normalized(nb.build_solution(lesson), tmp_path), (
+        f"{rel(generated)} is out of date with {rel(source)} or the lesson: "
+        "run `python tools/nb.py solutions`")
+
+
+# --- the setup cell ------------------------------------------------------------------------------
+
+SETUP_HARNESS = textwrap.dedent("""
+    import json, os, subprocess, sys, types
+    colab, lab_code_importable, clone_exists, source = json.loads(sys.argv[1])
+    calls, chdirs = [], []
+    subprocess.run = lambda cmd, *a, **k: calls.append(list(cmd))
+    os.chdir = chdirs.append
+    real_isdir = os.path.isdir
+    os.path.isdir = lambda p: clone_exists if str(p).startswith("/content/") else real_isdir(p)
+    if colab:
+        sys.modules["google"] = types.ModuleType("google")
+        sys.modules["google.colab"] = types.ModuleType("google.colab")
+    if not lab_code_importable:
+        sys.modules["lab_code"] = None  # import lab_code raises ImportError
+    for _ in range(2):  # twice: the cell must be safe to run again
+        exec(compile(source, "setup-cell", "exec"), {"__name__": "__main__"})
+    print(json.dumps({"calls": calls, "chdirs": chdirs, "cwd": os.getcwd()}))
+""")
+
+
+def run_setup_cell(tmp_path: Path, colab: bool, importable: bool, clone_exists: bool) -> dict:
+    arg = json.dumps([colab, importable, clone_exists, nb.setup_source()])
+    done = subprocess.run([sys.executable, "-c", SETUP_HARNESS, arg], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_setup_cell_does_nothing_outside_colab(tmp_path):
+    result = run_setup_cell(tmp_path, colab=False, importable=True, clone_exists=False)
+    assert result["calls"] == [] and result["chdirs"] == []
+    assert Path(result["cwd"]).resolve() == tmp_path.resolve()
+
+
+def test_setup_cell_is_idempotent_on_colab(tmp_path):
+    name = nb.repo_url().rstrip("/").rsplit("/", 1)[-1]
+    result = run_setup_cell(tmp_path, colab=True, importable=True, clone_exists=True)
+    assert result["calls"] == [], "with the course cloned and importable, nothing is installed"
+    assert result["chdirs"] == [f"/content/{name}/notebooks"] * 2
+
+
+def test_setup_cell_clones_and_installs_on_a_fresh_colab(tmp_path):
+    result = run_setup_cell(tmp_path, colab=True, importable=False, clone_exists=False)
+    clones = [c for c in result["calls"] if c[:2] == ["git", "clone"]]
+    installs = [c for c in result["calls"] if "pip" in c and "install" in c]
+    assert clones and clones[0][-2] == nb.repo_url()
+    assert installs and installs[0][-1] == "..[course]"
+
+
+# --- no machine paths, no secrets ----------------------------------------------------------------
+
+# An absolute path of a particular machine: a home directory, this workspace, a temp file.
+MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|root|home|Users)/[\w.-]+|(?<![\w.~-])/tmp/[\w.-]+")
+# (file pattern, what may appear there, why)
+ALLOWED_PATHS = [
+    ("docker/*", re.compile(r"^/(tmp|home)/"), "inside an image: Lambda's writable /tmp, a user's "
+                                                "home; not this machine"),
+]
+
+
+def test_no_absolute_paths_of_a_machine():
+    found = []
+    for path, text in text_files():
+        if path == Path(__file__):
+            continue  # this file names the patterns it looks for
+        for m in MACHINE_PATH.finditer(text):
+            allowed = any(fnmatch(rel(path), pattern) and ok.match(m.group())
+                          for pattern, ok, _ in ALLOWED_PATHS)
+            if not allowed:
+                line = text.count("\n", 0, m.start()) + 1
+                found.append(f"{rel(path)}:{line}: {m.group()}")
+    assert not found, ("machine-specific paths (use relative paths, tmp_path or "
+                       "tempfile.gettempdir()):\n" + "\n".join(found))
+
+
+_ALNUM = "[A-Za-z0-9]"
+SECRETS = {
+    "AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    "AWS secret access key": re.compile(
+        r"aws_secret_access_key\s*[=:]\s*['\"]?[A-Za-z0-9/+]{40}\b", re.I),
+    "ngrok authtoken": re.compile(rf"\b[0-9]{_ALNUM}{{25,28}}_{_ALNUM}{{20,22}}\b"),
+    "NGROK_AUTHTOKEN with a value": re.compile(
+        r"NGROK_AUTHTOKEN\s*[=:]\s*['\"]?(?![A-Z_]+\b|<|\$|\{|your|\.\.\.)[A-Za-z0-9_]{20,}"),
+    "W&B API key (40 hex)": re.compile(r"(?<![0-9a-fA-F])[0-9a-f]{40}(?![0-9a-fA-F])"),
+    "GitHub token": re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,})"),
+    "Hugging Face token": re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"),
+    "private key": re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----"),
+}
+
+
+def secrets_in(text: str) -> list[str]:
+    return [kind for kind, pattern in SECRETS.items() if pattern.search(text)]
+
+
+def test_the_secret_patterns_catch_secrets():
+    fake = {  # assembled here so this file holds no token-shaped strings itself
+        "AWS access key id": "AKIA" + "Q" * 16,
+        "ngrok authtoken": "2" + "a" * 26 + "_" + "b" * 21,
+        "NGROK_AUTHTOKEN with a value": "NGROK_AUTHTOKEN=" + "x1" * 12,
+        "W&B API key (40 hex)": "WANDB_API_KEY=" + "0123456789" * 4,
+        "GitHub token": "ghp_" + "Z" * 36,
+        "private key": "-----BEGIN " + "RSA PRIVATE KEY-----",
+    }
+    for kind, text in fake.items():
+        assert kind in secrets_in(text), kind
+    for harmless in ("NGROK_AUTHTOKEN=<your token>", "NGROK_AUTHTOKEN=$NGROK_AUTHTOKEN",
+                     "export NGROK_AUTHTOKEN=YOUR_TOKEN", "sha256 " + "ab" * 32):
+        assert not secrets_in(harmless), harmless
+
+
+def test_no_secrets_in_the_repository():
+    found = [f"{rel(path)}: {kind}" for path, text in text_files() for kind in secrets_in(text)]
+    assert not found, "token-like secrets (remove them and rotate the key):\n" + "\n".join(found)
