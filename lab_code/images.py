@@ -148,20 +148,21 @@ def _spans(profile: np.ndarray) -> list[tuple[int, int]]:
 def line_boxes(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Boxes (top, bottom, left, right) of the text lines in an ink map, top to bottom.
 
-    Rows with ink form bands; bands much thinner than the typical line (a stray dot, an accent)
-    are merged into their nearest neighbour, so a page splits into whole lines.
+    Rows with ink form bands; bands much thinner than the tallest one (a stray dot, an accent,
+    descenders that thin strokes leave apart from their line) are merged into their nearest
+    neighbour, so a page splits into whole lines.
     """
     mask = _mask(ink)
     rows = _spans(mask.any(axis=1))
     if not rows:
         return []
     bands = [list(r) for r in rows]
-    typical = float(np.median([b - a for a, b in bands]))
+    tallest = max(b - a for a, b in bands)
     merged = True
     while merged and len(bands) > 1:
         merged = False
         for i, (a, b) in enumerate(bands):
-            if b - a < 0.35 * typical:
+            if b - a < 0.4 * tallest:
                 j = i - 1 if i == len(bands) - 1 else i + 1
                 if 0 < i < len(bands) - 1:  # pick the closer neighbour
                     gap_up = a - bands[i - 1][1]

@@ -1,6 +1,6 @@
 """Train the line recognizer on synthetic lines with CTC loss; report CER on the held-out set.
 
-    python -m lab_code.train --steps 3000 --out runs/recognizer
+    python -m lab_code.train --steps 2500 --out runs/recognizer
 
 writes `checkpoint.pt` (weights + config) and `metrics.json` into `--out`. CPU by default,
 CUDA when present (`--device auto`). With `--wandb offline|online` the run is also logged to W&B.
@@ -28,7 +28,7 @@ from lab_code.model import LineRecognizer, count_parameters
 
 @dataclass
 class TrainConfig:
-    steps: int = 3000
+    steps: int = 2500
     batch_size: int = 24
     lr: float = 2e-3
     weight_decay: float = 1e-4
