@@ -125,7 +125,7 @@ def log_artifact(model_path: Path, manifest: dict, run_id: str | None, mode: str
     artifact.add_file(str(model_path), name=MODEL_FILE)
     run.log_artifact(artifact, aliases=[alias])
     info = {"mode": mode, "project": WANDB_PROJECT, "run_id": run.id,
-            "linked_to_training_run": bool(run_id), "run_dir": run.dir}
+            "linked_to_training_run": bool(run_id)}
     run.finish()
     return info
 
