@@ -1,7 +1,8 @@
 """Synthetic training data: text lines rendered with Pillow in the fonts that ship inside
 matplotlib, with augmentation, deterministic seeding and a fixed held-out test set.
 
-Run `python -m lab_code.data --out DIR` to save a few sample images and see what the model learns from.
+Run `python -m lab_code.data --out DIR` to save a few sample images and see what the model
+learns from.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ TEST_SIZE = 600
 
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 FONT_FILES = (
-    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf",
+    "DejaVuSans-BoldOblique.ttf",
     "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
     "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf",
     "DejaVuSansMono-BoldOblique.ttf", "DejaVuSansDisplay.ttf", "DejaVuSerifDisplay.ttf",
@@ -71,7 +73,8 @@ def _renders_charset(path: Path) -> bool:
 @functools.cache
 def fonts() -> tuple[Path, ...]:
     """matplotlib's fonts that cover the whole charset (the Computer Modern ones often do not)."""
-    found = tuple(p for p in (FONT_DIR / f for f in FONT_FILES) if p.exists() and _renders_charset(p))
+    paths = (FONT_DIR / name for name in FONT_FILES)
+    found = tuple(p for p in paths if p.exists() and _renders_charset(p))
     if not found:
         raise RuntimeError(f"No usable fonts in {FONT_DIR}: is matplotlib installed?")
     return found
@@ -200,7 +203,8 @@ def render(text: str, style: Style, rng: np.random.Generator | None = None) -> I
                          fillcolor=style.paper)
     if style.lowres < 1.0:
         small = (max(1, round(img.width * style.lowres)), max(1, round(img.height * style.lowres)))
-        img = img.resize(small, Image.Resampling.BILINEAR).resize(img.size, Image.Resampling.BILINEAR)
+        bilinear = Image.Resampling.BILINEAR
+        img = img.resize(small, bilinear).resize(img.size, bilinear)
     if style.blur:
         img = img.filter(ImageFilter.GaussianBlur(style.blur))
     if style.noise:

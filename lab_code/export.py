@@ -89,7 +89,8 @@ class TraceReport:
 def trace_pitfalls(model: LineRecognizer, batch: Tensor | None = None) -> TraceReport:
     """Show what torch.jit.trace gets wrong for this model.
 
-    1. Tracing records tensor operations only, so forward(), which returns strings, cannot be traced.
+    1. Tracing records tensor operations only, so forward(), which returns strings, cannot be
+       traced.
     2. The CTC decoder's Python loop and `if` depend on the data. Tracing runs them once on an
        example and records the result as a constant: the traced decoder gives the example's
        answer for every input.

@@ -70,7 +70,8 @@ def fetch_url(url: str, timeout: float = 10.0) -> bytes:
                 total += len(chunk)
                 if total > MAX_DOWNLOAD_BYTES:
                     raise ImageInputError(
-                        f"{url} is larger than {MAX_DOWNLOAD_BYTES // 2**20} MB: use a smaller image."
+                        f"{url} is larger than {MAX_DOWNLOAD_BYTES // 2**20} MB: "
+                        "use a smaller image."
                     )
                 chunks.append(chunk)
     except requests.RequestException as err:
@@ -134,7 +135,8 @@ def ink_map(img: Image.Image) -> np.ndarray:
 
 def _mask(ink: np.ndarray) -> np.ndarray:
     """Ink pixels, with isolated noise removed by a 3x3 median filter."""
-    img = Image.fromarray((ink * 255).astype(np.uint8), mode="L").filter(ImageFilter.MedianFilter(3))
+    img = Image.fromarray((ink * 255).astype(np.uint8), mode="L")
+    img = img.filter(ImageFilter.MedianFilter(3))
     return np.asarray(img) > INK_THRESHOLD * 255
 
 

@@ -36,7 +36,8 @@ def bundled_model_path() -> Path:
 def quiet_torchscript() -> Iterator[None]:
     """Hide only torch's 'TorchScript is deprecated' warning; every other warning still shows."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=TORCHSCRIPT_DEPRECATION, category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=TORCHSCRIPT_DEPRECATION,
+                                category=DeprecationWarning)
         yield
 
 
@@ -62,7 +63,8 @@ class TextRecognizer:
         self.model = load_torchscript(self.model_path)
         height = int(getattr(self.model, "height", images.HEIGHT))
         if height != images.HEIGHT:
-            raise ValueError(f"{self.model_path} expects {height}-pixel lines, not {images.HEIGHT}.")
+            raise ValueError(f"{self.model_path} expects {height}-pixel lines, "
+                             f"not {images.HEIGHT}.")
 
     @torch.inference_mode()
     def predict_lines(self, lines: Sequence[np.ndarray]) -> list[str]:
@@ -71,7 +73,8 @@ class TextRecognizer:
         texts = [""] * len(lines)
         for start in range(0, len(order), MAX_BATCH):
             chunk = order[start : start + MAX_BATCH]
-            for i, text in zip(chunk, self.model(images.batch([lines[i] for i in chunk])), strict=True):
+            texts_chunk = self.model(images.batch([lines[i] for i in chunk]))
+            for i, text in zip(chunk, texts_chunk, strict=True):
                 texts[i] = text
         return texts
 

@@ -86,7 +86,8 @@ def stage(checkpoint: str | os.PathLike, name: str = DEFAULT_NAME, alias: str = 
         raise StagingError(f"No checkpoint at {checkpoint}: train one with "
                            "`python -m lab_code.train` first.")
     model, ckpt = load_checkpoint(checkpoint)
-    versions = [int(p.name[1:]) for p in _registry_dir(registry, name).glob("v*") if p.name[1:].isdigit()]
+    folders = _registry_dir(registry, name).glob("v*")
+    versions = [int(p.name[1:]) for p in folders if p.name[1:].isdigit()]
     version = f"v{max(versions, default=0) + 1}"
     folder = _registry_dir(registry, name) / version
     model_path = save_torchscript(model, folder / MODEL_FILE)
@@ -106,7 +107,8 @@ def stage(checkpoint: str | os.PathLike, name: str = DEFAULT_NAME, alias: str = 
     }
     mode = wandb_mode(wandb)
     if mode != "off":
-        manifest["wandb"] = log_artifact(model_path, manifest, ckpt.get("wandb_run_id"), mode, alias)
+        run_id = ckpt.get("wandb_run_id")
+        manifest["wandb"] = log_artifact(model_path, manifest, run_id, mode, alias)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     aliases = _aliases(registry, name) | {alias: version}
     (_registry_dir(registry, name) / "aliases.json").write_text(json.dumps(aliases, indent=2))
@@ -156,7 +158,8 @@ def _verified_copy(src: Path, expected: str, out: Path) -> None:
     actual = sha256(src)
     if actual != expected:
         raise StagingError(f"{src} has sha256 {actual[:12]}... but its manifest says "
-                           f"{expected[:12]}...: the file is damaged or was changed; stage it again.")
+                           f"{expected[:12]}...: the file is damaged or was changed; "
+                           "stage it again.")
     if src.resolve() != out.resolve():
         shutil.copyfile(src, out)
 

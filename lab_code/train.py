@@ -109,7 +109,8 @@ def save_checkpoint(path: Path, model: LineRecognizer, config: TrainConfig,
 def load_checkpoint(path: str | os.PathLike) -> tuple[LineRecognizer, dict]:
     """Rebuild the eager model from a checkpoint; returns (model in eval mode, checkpoint dict)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    config = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in TrainConfig.__annotations__})
+    known = TrainConfig.__annotations__
+    config = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
     model = build_model(config)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt
@@ -145,7 +146,7 @@ def train(config: TrainConfig, out: Path, wandb_mode: str = "off") -> dict:
     history: list[dict] = []
     best = {"cer": float("inf")}
     started = time.perf_counter()
-    bar = tqdm(zip(range(1, config.steps + 1), loader), total=config.steps,
+    bar = tqdm(zip(range(1, config.steps + 1), loader, strict=False), total=config.steps,
                desc=f"training on {device.type}", unit="step")
     for step, (batch, texts) in bar:
         targets, target_lengths = encode(texts, config.charset)

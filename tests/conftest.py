@@ -78,7 +78,7 @@ def pytest_runtest_protocol(item, nextitem):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not _notebook_seconds:
         return
-    terminalreporter.section("notebook run times (limit %.0f s each)" % NOTEBOOK_LIMIT_S)
+    terminalreporter.section(f"notebook run times (limit {NOTEBOOK_LIMIT_S:.0f} s each)")
     for name, seconds in sorted(_notebook_seconds.items()):
         flag = "  <-- over the limit" if seconds > NOTEBOOK_LIMIT_S else ""
         terminalreporter.write_line(f"{seconds:7.1f} s  {name}{flag}")

@@ -88,9 +88,11 @@ def test_using_the_recognizer_never_imports_the_training_side(line_png):
         "import sys\n"
         "from lab_code.recognizer import TextRecognizer\n"
         f"TextRecognizer().predict({str(line_png)!r})\n"
-        "bad = [m for m in ('lab_code.data', 'lab_code.model', 'lab_code.train') if m in sys.modules]\n"
+        "training = ('lab_code.data', 'lab_code.model', 'lab_code.train')\n"
+        "bad = [m for m in training if m in sys.modules]\n"
         "assert not bad, bad\n"
         "assert 'matplotlib' not in sys.modules\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr

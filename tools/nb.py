@@ -60,7 +60,8 @@ if "google.colab" in sys.modules:
     try:
         import lab_code  # noqa: F401
     except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "..[course]"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "..[course]"],
+                       check=True)
         sys.path.insert(0, "/content/{name}")'''
 
 
@@ -135,8 +136,8 @@ def build_solution(lesson: Path) -> nbformat.NotebookNode:
     cells = [
         md(f"# Solutions: {title}\n\n{badge(out_path)}\n\n"
            f"Worked solutions to the exercises of [the lesson](../notebooks/{lesson.name}). "
-           f"Generated from `solutions/{src.name}` by `python tools/nb.py solutions`: edit that file, "
-           "not this notebook."),
+           f"Generated from `solutions/{src.name}` by `python tools/nb.py solutions`: "
+           "edit that file, not this notebook."),
         code(setup_source(), "setup"),
     ]
     if blocks.get("context"):
