@@ -22,7 +22,10 @@ HEIGHT = 32  # every line is scaled to this many pixels high before it reaches t
 MAX_PIXELS = 40_000_000  # refuse to decode anything larger (a decompression bomb)
 MAX_SIDE = 4000  # bigger pictures are downscaled first: text lines never need more
 MAX_DOWNLOAD_BYTES = 10 * 1024 * 1024
-INK_THRESHOLD = 0.35  # a pixel counts as ink above this darkness (0 = background, 1 = ink)
+INK_THRESHOLD = 0.35
+# Background columns after every line in a batch. The bidirectional LSTM reads the whole padded
+# row, so without a common tail a line read alone and the same line in a batch could differ.
+TAIL_PAD = 16  # a pixel counts as ink above this darkness (0 = background, 1 = ink)
 
 
 class ImageInputError(ValueError):
@@ -212,10 +215,11 @@ def line_array(img: Image.Image) -> np.ndarray:
 
 
 def batch(arrays: Sequence[np.ndarray]) -> torch.Tensor:
-    """Stack line arrays into a (B, 1, HEIGHT, W_max) tensor, right-padded with background."""
+    """Stack line arrays into a (B, 1, HEIGHT, W_max + TAIL_PAD) tensor, right-padded with
+    background, so that every line ends in at least TAIL_PAD columns of background."""
     import torch  # here, so that a frontend that only forwards images never loads torch
 
-    width = max(a.shape[1] for a in arrays)
+    width = max(a.shape[1] for a in arrays) + TAIL_PAD
     out = torch.zeros(len(arrays), 1, HEIGHT, width)
     for i, a in enumerate(arrays):
         out[i, 0, :, : a.shape[1]] = torch.from_numpy(a)

@@ -76,4 +76,4 @@ def test_clear_errors_for_bad_inputs(tmp_path):
 def test_batch_pads_to_the_widest_line():
     a, b = np.ones((32, 10), np.float32), np.ones((32, 25), np.float32)
     out = images.batch([a, b])
-    assert out.shape == (2, 1, 32, 25) and out[0, 0, :, 10:].sum() == 0
+    assert out.shape == (2, 1, 32, 25 + images.TAIL_PAD) and out[0, 0, :, 10:].sum() == 0

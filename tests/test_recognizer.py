@@ -96,3 +96,13 @@ def test_using_the_recognizer_never_imports_the_training_side(line_png):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_line_reads_the_same_alone_and_in_a_batch(recognizer):
+    from lab_code import images
+
+    fonts = data.fonts()
+    lines = [images.line_array(data.render(t, data.Style.clean(fonts[i % len(fonts)], size=24 + i)))
+             for i, t in enumerate(data.english_lines()[:12])]
+    alone = [recognizer.predict_lines([line])[0] for line in lines]
+    assert recognizer.predict_lines(lines) == alone
