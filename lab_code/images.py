@@ -22,10 +22,10 @@ HEIGHT = 32  # every line is scaled to this many pixels high before it reaches t
 MAX_PIXELS = 40_000_000  # refuse to decode anything larger (a decompression bomb)
 MAX_SIDE = 4000  # bigger pictures are downscaled first: text lines never need more
 MAX_DOWNLOAD_BYTES = 10 * 1024 * 1024
-INK_THRESHOLD = 0.35
+INK_THRESHOLD = 0.35  # a pixel counts as ink above this darkness (0 = background, 1 = ink)
 # Background columns after every line in a batch. The bidirectional LSTM reads the whole padded
 # row, so without a common tail a line read alone and the same line in a batch could differ.
-TAIL_PAD = 16  # a pixel counts as ink above this darkness (0 = background, 1 = ink)
+TAIL_PAD = 16
 
 
 class ImageInputError(ValueError):

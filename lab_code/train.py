@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 import lab_code
 from lab_code import data, images, metrics
 from lab_code.model import LineRecognizer, count_parameters
+from lab_code.profiling import DeviceError, resolve_device
 
 
 @dataclass
@@ -45,12 +46,10 @@ class TrainConfig:
 
 def pick_device(name: str) -> torch.device:
     """'auto' picks CUDA when present, else CPU; asking for CUDA without one is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda was asked for but no CUDA GPU is visible; "
-                         "use --device cpu or auto.")
-    return torch.device(name)
+    try:
+        return resolve_device(name)
+    except DeviceError as err:
+        raise SystemExit(f"error: {err}") from err
 
 
 class _Batches(torch.utils.data.IterableDataset):

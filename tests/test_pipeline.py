@@ -83,5 +83,5 @@ def test_cuda_request_without_a_gpu_is_a_clear_error():
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    with pytest.raises(SystemExit, match="no CUDA GPU"):
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         pick_device("cuda")

@@ -1,0 +1,212 @@
+"""Lesson 02: the profiling CLI writes traces that TensorBoard's profiler plugin lists and a summary
+with the documented schema; the GPU-busy share is computed correctly; a page is read as one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lab_code import data, images, profiling
+from lab_code.recognizer import TextRecognizer
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORD_KEYS = {"batch_size", "device", "latency_ms_p50", "latency_ms_p95", "ms_per_example",
+               "throughput_per_s", "gpu_busy_pct"}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """One small CPU run of the CLI (narrow lines, few repeats: this checks files, not speed)."""
+    out = tmp_path_factory.mktemp("profiling")
+    argv = ["--batch-sizes", "1", "2", "--device", "cpu", "--repeats", "2", "--page-repeats", "1",
+            "--width", "128", "--out", str(out)]
+    assert profiling.main(argv) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> TextRecognizer:
+    return TextRecognizer()
+
+
+def rendered_page(n: int, size: int, first_font: int) -> Image.Image:
+    """n held-out English lines, each in the next font, stacked into one page."""
+    fonts, texts = data.fonts(), data.english_lines()
+    styles = [data.Style.clean(fonts[(first_font + i) % len(fonts)], size=size) for i in range(n)]
+    lines = [data.render(texts[i], style) for i, style in enumerate(styles)]
+    return profiling.stack_images(lines)
+
+
+def test_summary_json_schema(study, capsys):
+    records = json.loads((study / "summary.json").read_text())
+    assert [r["batch_size"] for r in records] == [1, 2]
+    for r in records:
+        assert RECORD_KEYS <= r.keys()
+        assert r["device"] == "cpu" and r["gpu_busy_pct"] is None
+        assert 0 < r["latency_ms_p50"] <= r["latency_ms_p95"]
+        assert r["ms_per_example"] == pytest.approx(r["latency_ms_p50"] / r["batch_size"], rel=1e-2)
+        assert r["throughput_per_s"] == pytest.approx(1000 / r["ms_per_example"], rel=1e-2)
+        assert r["line_width"] == 128 and r["repeats"] == 2
+    assert (study / "profiling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bench = json.loads((study / "benchmark.json").read_text())
+    assert bench["throughput_ratio_bs16_vs_bs1"] is None  # this run has no batch 16
+    assert bench["page"]["lines"] == 16 and bench["page"]["speedup"] > 0
+    assert bench["machine"]["torch"] == torch.__version__
+    assert bench["command"].startswith("python -m lab_code.profiling --batch-sizes 1 2")
+
+
+def test_each_batch_size_gets_one_trace_of_three_active_steps(study):
+    traces = sorted((study / "traces").glob("bs*/*.pt.trace.json"))
+    assert [t.parent.name for t in traces] == ["bs1", "bs2"]
+    events = json.loads(traces[1].read_text())["traceEvents"]
+    steps = {e["name"] for e in events if str(e.get("name", "")).startswith("ProfilerStep#")}
+    assert len(steps) == 3  # wait=1, warmup=1, active=3
+    shapes = [e["args"]["Input Dims"][0] for e in events
+              if e.get("cat") == "cpu_op" and e["name"] == "aten::conv2d"]
+    expected = list(profiling.make_batch(profiling.load_lines()[0], 2, 128).shape)
+    assert shapes and shapes[0] == expected  # the first convolution sees the whole batch
+
+
+def test_op_costs_are_per_example_and_timing_is_spread_over_rounds(recognizer, tmp_path):
+    arrays, _ = profiling.load_lines()
+    prof, trace = profiling.profile_batch(recognizer.model, profiling.make_batch(arrays, 2, 64),
+                                          tmp_path / "bs2")
+    costs = profiling.op_costs(prof, batch_size=2)
+    assert list(costs.values()) == sorted(costs.values(), reverse=True)
+    assert any(name.startswith("aten::mkldnn_rnn") for name in costs)  # the LSTM
+    total_ms = sum(e.self_cpu_time_total for e in prof.key_averages()
+                   if not e.key.startswith("ProfilerStep")) / 1000
+    assert sum(costs.values()) == pytest.approx(total_ms / 3 / 2)
+    records = profiling.run_study(recognizer.model, arrays, [1, 3], tmp_path, torch.device("cpu"),
+                                  repeats=7, width=64, trace=False, rounds=3)
+    assert [(r["batch_size"], r["repeats"]) for r in records] == [(1, 7), (3, 7)]
+    assert not (tmp_path / "traces").exists()
+
+
+def test_gpu_busy_merges_overlapping_kernels():
+    step = {"ph": "X", "cat": "user_annotation"}
+    kernel = {"ph": "X", "cat": "kernel", "name": "k"}
+    trace = {"traceEvents": [
+        {**step, "name": "ProfilerStep#2", "ts": 0, "dur": 50},
+        {**step, "name": "ProfilerStep#3", "ts": 50, "dur": 50},
+        {"ph": "X", "cat": "gpu_user_annotation", "name": "ProfilerStep#2", "ts": 0, "dur": 500},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 100},
+        {**kernel, "ts": 10, "dur": 20},
+        {**kernel, "ts": 20, "dur": 20},   # overlaps the first: 10..40 counts once
+        {**kernel, "ts": 60, "dur": 10},
+    ]}
+    assert profiling.gpu_busy_pct(trace) == 40.0
+    trace["traceEvents"].append({**kernel, "ts": 95, "dur": 25})  # runs past the last step
+    assert profiling.gpu_busy_pct(trace) == pytest.approx(100 * 65 / 120, abs=0.01)
+    cpu_only = [e for e in trace["traceEvents"] if e["cat"] != "kernel"]
+    assert profiling.gpu_busy_pct({"traceEvents": cpu_only}) is None
+
+
+def test_throughput_ratio_and_table():
+    cpu = torch.device("cpu")
+    records = [profiling.summarize(bs, cpu, [s]) for bs, s in ((1, 0.01), (16, 0.08))]
+    assert profiling.throughput_ratio(records) == 2.0
+    assert profiling.throughput_ratio(records[:1]) is None
+    table = profiling.format_table(records).splitlines()
+    assert len(table) == 3 and table[2].split()[:2] == ["16", "cpu"]
+
+
+def test_tensorboard_plugin_lists_the_runs(study, free_port):
+    pytest.importorskip("torch_tb_profiler")
+    with profiling.tensorboard(study / "traces", port=free_port) as tb:
+        assert tb.url == f"http://127.0.0.1:{free_port}"
+        runs = profiling.tensorboard_runs(tb, expect=2, timeout=45)
+        views = profiling.tensorboard_views(tb, "bs1")
+    assert sorted(runs) == ["bs1", "bs2"]
+    assert "Overview" in views and "Trace" in views
+    assert tb.process.poll() is not None  # stopped, port freed
+
+
+@pytest.mark.parametrize(("n", "size", "first_font"), [(2, 22, 0), (5, 34, 6), (16, 26, 11)])
+def test_rendered_pages_split_into_their_lines(n, size, first_font):
+    assert len(images.line_arrays(rendered_page(n, size, first_font))) == n
+
+
+def test_shipped_lines_and_their_page():
+    asset = ROOT / "lab_code" / "assets" / profiling.ASSET
+    assert asset.stat().st_size < 300_000
+    arrays, texts = profiling.load_lines()
+    assert len(arrays) == len(texts) == 64 and all(texts)
+    assert all(a.shape[0] == images.HEIGHT and 0 <= a.min() and a.max() <= 1 for a in arrays)
+    assert {a.shape[1] for a in profiling.fixed_width(arrays[:3], 200)} == {200}
+    assert len(images.line_arrays(profiling.page_from_lines(arrays))) == profiling.PAGE_LINES
+
+
+def test_a_page_is_one_call_and_line_by_line_is_one_call_per_line(recognizer):
+    page = rendered_page(6, 28, 3)  # 6 lines keep this fast; the CLI's page has 16
+    calls: list[int] = []
+
+    def counting(batch: torch.Tensor) -> list[str]:
+        calls.append(batch.shape[0])
+        return recognizer.model(batch)
+
+    one_batch = profiling.read_as_one_batch(counting, page)
+    assert calls == [6]
+    assert "\n".join(one_batch) == recognizer.predict(page)  # what production does
+    calls.clear()
+    by_line = profiling.read_line_by_line(counting, page)
+    assert calls == [1] * 6
+    assert by_line == [recognizer.predict_lines([line])[0] for line in images.line_arrays(page)]
+
+
+def test_help_shows_every_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        profiling.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--batch-sizes", "--sweep", "--device", "--out", "--model", "--repeats"):
+        assert flag in out
+
+
+def test_bad_arguments_end_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        profiling.main(["--batch-sizes", "0"])
+    assert exc.value.code == 2 and "not a positive whole number" in capsys.readouterr().err
+    assert profiling.main(["--model", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: No model file at")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cuda_on_a_cpu_machine_is_one_clear_line(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "lab_code.profiling", "--device", "cuda", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: --device cuda needs a CUDA GPU and this machine has none: "
+        "use --device cpu (or auto)."
+    ]
+    assert not out.exists()
+
+
+def test_profiling_never_imports_the_training_code():
+    code = ("import sys, lab_code.profiling; "
+            "print([m for m in ('lab_code.data', 'lab_code.model', 'lab_code.train') "
+            "if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_fixed_width_pads_and_crops():
+    short, long = np.ones((images.HEIGHT, 10), np.float32), np.ones((images.HEIGHT, 50), np.float32)
+    a, b = profiling.fixed_width([short, long], 20)
+    assert a.shape == b.shape == (images.HEIGHT, 20)
+    assert a[:, :10].all() and not a[:, 10:].any() and b.all()
