@@ -42,7 +42,7 @@ slides: setup ## build slides/*.md into self-contained HTML in build/slides/
 	$(BIN)/python tools/slides.py --out build/slides
 
 lint: setup ## ruff
-	$(BIN)/ruff check lab_code tests tools
+	$(BIN)/ruff check lab_code tests tools profiling
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build runs model_registry wandb .pytest_cache
