@@ -99,19 +99,18 @@ def trace_pitfalls(model: LineRecognizer, batch: Tensor | None = None) -> TraceR
     if batch is None:
         batch, _ = example_batch(2)
     a, b = batch[:1], batch[1:2]
-    try:
-        with quiet_torchscript():
-            torch.jit.trace(model, (a,))
-        full_error = "(no error)"
-    except Exception as err:  # noqa: BLE001 - the message is the lesson
-        full_error = str(err).strip().splitlines()[0]
     charset = model.charset
-    with torch.no_grad():
-        logits_a, logits_b = model.logits(a), model.logits(b)
-        with warnings.catch_warnings(record=True) as caught, quiet_torchscript():
-            warnings.simplefilter("always", torch.jit.TracerWarning)
+    with warnings.catch_warnings(record=True) as caught, quiet_torchscript():
+        warnings.simplefilter("always", torch.jit.TracerWarning)  # collected for the report
+        try:
+            torch.jit.trace(model, (a,))
+            full_error = "(no error)"
+        except Exception as err:  # noqa: BLE001 - the message is the lesson
+            full_error = str(err).strip().splitlines()[0]
+        with torch.no_grad():
+            logits_a, logits_b = model.logits(a), model.logits(b)
             traced = torch.jit.trace(collapse_repeats, (logits_a,))
-        decoded = traced(logits_b)
+            decoded = traced(logits_b)
     as_text = lambda idx: "".join(charset[i - 1] for i in idx.tolist()).strip()  # noqa: E731
     return TraceReport(
         full_model_error=full_error,
@@ -139,7 +138,9 @@ def export_pt2(model: LineRecognizer, path: str | Path, example: Tensor | None =
         example, _ = example_batch(2)
     example = fit_width(example, width)
     dims = {"images": {0: torch.export.Dim.AUTO}}
-    program = torch.export.export(LogitsOnly(model.eval()), (example,), dynamic_shapes=dims)
+    with warnings.catch_warnings():  # torch's own note about how nn.LSTM stores its weights
+        warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned")
+        program = torch.export.export(LogitsOnly(model.eval()), (example,), dynamic_shapes=dims)
     torch.export.save(program, str(path))
     return path
 
