@@ -15,7 +15,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import requests
 from PIL import Image
 
 from lab_code import images
+from lab_code.ports import port_in_use
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry unless asked for
 log = logging.getLogger("lab_code.app")  # not __main__ under python -m
@@ -199,17 +199,6 @@ def make_frontend(predict_fn: Predict) -> gr.Interface:
 
 
 # --- the command line ---------------------------------------------------------------------------
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True when something already listens on host:port (so a server could not start there)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def parse_auth(text: str) -> tuple[str, str]:

@@ -18,7 +18,6 @@ import gzip
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from PIL import Image
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
 from lab_code import images
+from lab_code.ports import free_port  # noqa: F401 - part of this module's API
 from lab_code.recognizer import MAX_BATCH, TextRecognizer
 
 # torch 2.13's profiler prints "USDT: ... profiler_start" lines straight to stderr. This level keeps
@@ -417,13 +417,6 @@ def compare_page(model: torch.jit.ScriptModule, page: Image.Image,
 
 
 # --- TensorBoard with the torch-tb-profiler plugin ----------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on `host` that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @dataclass

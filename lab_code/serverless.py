@@ -15,7 +15,6 @@ import binascii
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lab_code import images
+from lab_code.ports import free_port, port_in_use  # noqa: F401 - part of this module's API
 from lab_code.recognizer import TextRecognizer
 
 MODEL_ENV = "MODEL_PATH"  # environment variable: a TorchScript file to serve instead of the bundled
@@ -403,13 +403,6 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
 
 
 # --- local service --------------------------------------------------------------------------
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def start_background(args: list[str], ready_url: str, log: str | os.PathLike,
                      timeout: float = 120.0) -> subprocess.Popen:
     """Run `python -m ARGS...` in the background (output to the file `log`) and return once
@@ -446,16 +439,6 @@ def stop_background(proc: subprocess.Popen, timeout: float = 15.0) -> int:
             proc.kill()
             proc.wait(timeout=timeout)
     return proc.returncode
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,24 @@
+"""TCP ports on this machine: is one taken, and which one is free. Shared by every server the
+course starts (the UI, the serverless service, TensorBoard)."""
+
+from __future__ import annotations
+
+import socket
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on host:port (so a server could not start there)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
