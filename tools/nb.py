@@ -3,7 +3,7 @@
 
     python tools/nb.py new 07_topic "Title"   # a lesson skeleton that follows the conventions
     python tools/nb.py solutions              # regenerate solutions/*.ipynb from solutions/*.py
-    python tools/nb.py strip                  # strip outputs and execution counts
+    python tools/nb.py strip                  # strip outputs; badges and setup cells from REPO_URL
     python tools/nb.py check                  # what tests/test_course.py checks, as a report
 
 Conventions (tests enforce them):
@@ -148,6 +148,17 @@ def build_solution(lesson: Path) -> nbformat.NotebookNode:
     return nbformat.v4.new_notebook(cells=cells)
 
 
+def refresh(nb: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
+    """Badge and setup cell made anew from the repository URL in pyproject.toml."""
+    for cell in nb.cells:
+        if "setup" in tags(cell):
+            cell.source = setup_source()
+        elif cell.cell_type == "markdown" and "colab-badge.svg" in cell.source:
+            cell.source = re.sub(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)", badge(path),
+                                 cell.source)
+    return nb
+
+
 def lessons() -> list[Path]:
     return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
@@ -185,9 +196,9 @@ def main(argv: list[str]) -> int:
             if (SOLUTIONS / (lesson.stem + ".py")).exists():
                 write(build_solution(lesson), SOLUTIONS / lesson.name)
                 print(f"wrote solutions/{lesson.name}")
-    elif cmd == "strip":
+    elif cmd == "strip":  # also refreshes badges and setup cells from REPO_URL
         for path in [*lessons(), *sorted(SOLUTIONS.glob("*.ipynb"))]:
-            write(read(path), path)
+            write(refresh(read(path), path), path)
     elif cmd == "check":
         sys.path.insert(0, str(ROOT))
         import pytest
