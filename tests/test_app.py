@@ -10,10 +10,9 @@ import json
 import logging
 import socket
 import struct
-import threading
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import requests
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
+from stand_ins import serve_http
 
 from lab_code import app, images
 from lab_code.recognizer import TextRecognizer
@@ -234,15 +234,8 @@ class StandInBackend(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def backend_url(recognizer) -> Iterator[str]:
     StandInBackend.recognizer = recognizer
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StandInBackend)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_http(StandInBackend) as base:
+        yield f"{base}/"
 
 
 def test_remote_backend_matches_local(backend_url, recognizer):

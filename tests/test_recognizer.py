@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from stand_ins import serve_http
 
 from lab_code import data
 from lab_code.recognizer import TextRecognizer, bundled_model_path
@@ -38,19 +39,14 @@ def test_path_pil_and_modes_agree(recognizer, line_png):
 
 
 def test_http_url_input(recognizer, line_png):
+    import functools
     import http.server
-    import threading
 
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(line_png.parent))  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/{line_png.name}"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(line_png.parent))
+    with serve_http(handler) as base:
+        url = f"{base}/{line_png.name}"
         assert recognizer.predict(url) == recognizer.predict(line_png)
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_missing_model_file_is_a_clear_error(tmp_path):

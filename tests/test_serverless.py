@@ -18,7 +18,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 from PIL import Image
+from stand_ins import serve_http
 
 from lab_code import data, serverless
 from lab_code.recognizer import TextRecognizer, bundled_model_path
@@ -246,15 +246,8 @@ def serve_file(raw: bytes):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_http(Handler) as base:
+        yield base
 
 
 def test_image_url_is_fetched_and_read(recognizer):
@@ -294,15 +287,8 @@ def lambda_emulator():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_http(Handler) as base:
+        yield base
 
 
 def test_invoking_through_the_emulator_route_as_docker_readme_shows(tmp_path, recognizer):

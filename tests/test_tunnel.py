@@ -17,12 +17,13 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.error import URLError
 
 import pytest
 import requests
+from stand_ins import serve_http
 
 from lab_code import tunnel
 
@@ -180,15 +181,8 @@ def local_server() -> Iterator[int]:
         def log_message(self, *a):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_http(Hello) as base:
+        yield int(base.rsplit(":", 1)[1])
 
 
 @pytest.fixture
@@ -325,15 +319,8 @@ def backend_url() -> Iterator[str]:
         def log_message(self, *a):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_http(Backend) as base:
+        yield f"{base}/"
 
 
 @pytest.mark.slow
