@@ -26,7 +26,7 @@ import gradio as gr
 import requests
 from PIL import Image
 
-from lab_code import images
+from lab_code import images, preprocess
 from lab_code.ports import port_in_use
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry unless asked for
@@ -42,7 +42,7 @@ ARTICLE = f"""
 A small convolutional + recurrent network, trained on synthetic text lines and compiled to
 TorchScript, reads each line of the picture; a page is split into lines first. It was trained on
 printed English text in a few fonts: handwriting, photos of screens and unusual fonts will
-come out garbled. Pictures larger than {images.MAX_SIDE} pixels on a side are scaled down first.
+come out garbled. Pictures larger than {preprocess.MAX_SIDE} pixels on a side are scaled down first.
 
 This page is also an API: see "Use via API" at the bottom, or call it with `gradio_client`.
 """
@@ -62,7 +62,7 @@ class BackendError(RuntimeError):
 def encode_png(img: Image.Image) -> str:
     """Base64 text of a PNG of the image, in the grey the model reads (a smaller upload)."""
     buf = io.BytesIO()
-    images.to_gray(img).save(buf, format="PNG")
+    preprocess.to_gray(img).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -160,7 +160,7 @@ def check_image(image: Image.Image | None) -> Image.Image:
     if image is None:
         raise gr.Error(NO_IMAGE, print_exception=False)
     try:
-        return images.shrink(images.load_image(image))
+        return preprocess.shrink(images.load_image(image))
     except images.ImageInputError as err:
         raise gr.Error(str(err), print_exception=False) from err
 

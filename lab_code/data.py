@@ -20,7 +20,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from lab_code import images
+from lab_code import preprocess
 
 PUNCTUATION = ".,;:'\"!?-()"
 CHARSET = string.ascii_uppercase + string.ascii_lowercase + string.digits + " " + PUNCTUATION
@@ -226,7 +226,7 @@ def sample(rng: np.random.Generator, text: str | None = None) -> tuple[Image.Ima
 def test_set(size: int = TEST_SIZE) -> list[tuple[np.ndarray, str]]:
     """The fixed held-out set: (line array, text) pairs drawn with TEST_SEED only."""
     rng = np.random.default_rng(TEST_SEED)
-    return [(images.line_array(img), text) for img, text in (sample(rng) for _ in range(size))]
+    return [(preprocess.line_array(img), text) for img, text in (sample(rng) for _ in range(size))]
 
 
 @functools.cache
@@ -261,7 +261,7 @@ def training_batches(seed: int, batch_size: int) -> Iterator[tuple[list[np.ndarr
             if len(text) < target // 2 or text in held_out:
                 continue
             img, _ = sample(rng, text)
-            arrays.append(images.line_array(img))
+            arrays.append(preprocess.line_array(img))
             texts.append(text)
         yield arrays, texts
 

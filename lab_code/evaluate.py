@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from lab_code import data, images, metrics
+from lab_code import data, metrics, preprocess
 from lab_code.recognizer import TextRecognizer
 
 
@@ -49,7 +49,7 @@ def p50_ms(fn: Callable[[], object], repeats: int = 30, warmup: int = 5) -> floa
 def latency(recognizer: TextRecognizer, checkpoint: Path | None) -> dict[str, float]:
     """p50 milliseconds to read one English line (model call only, on a prepared tensor)."""
     line = data.render(data.english_lines()[0], data.Style.clean(data.fonts()[0], size=30))
-    tensor = images.batch([images.line_array(line)])
+    tensor = preprocess.batch([preprocess.line_array(line)])
     out = {"torchscript_ms_p50": p50_ms(lambda: recognizer.model(tensor)),
            "end_to_end_ms_p50": p50_ms(lambda: recognizer.predict(line))}
     if checkpoint is not None:

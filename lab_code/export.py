@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lab_code import data, images
+from lab_code import data, preprocess
+from lab_code.artifacts import load_torchscript, quiet_torchscript
 from lab_code.model import LineRecognizer, LogitsOnly
-from lab_code.recognizer import load_torchscript, quiet_torchscript
 from lab_code.train import load_checkpoint
 
 
@@ -45,9 +45,9 @@ def example_batch(n: int = 8, seed: int = 7) -> tuple[Tensor, list[str]]:
     texts = [data.english_lines()[int(i)] for i in torch.randint(len(data.english_lines()), (n,),
                                                                   generator=rng)]
     fonts = data.fonts()
-    arrays = [images.line_array(data.render(t, data.Style.clean(fonts[i % len(fonts)])))
+    arrays = [preprocess.line_array(data.render(t, data.Style.clean(fonts[i % len(fonts)])))
               for i, t in enumerate(texts)]
-    return images.batch(arrays), texts
+    return preprocess.batch(arrays), texts
 
 
 @dataclass

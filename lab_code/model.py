@@ -8,7 +8,7 @@ The whole inference path, image-batch tensor in and list of strings out, compile
 import torch
 from torch import Tensor, nn
 
-HEIGHT = 32  # must match lab_code.images.HEIGHT (a test checks it)
+from lab_code.preprocess import HEIGHT
 
 
 def _block(cin: int, cout: int, pool: tuple[int, int] | None) -> nn.Sequential:

@@ -34,7 +34,8 @@ import torch
 from PIL import Image
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
-from lab_code import images
+from lab_code import preprocess
+from lab_code.devices import DeviceError, resolve_device
 from lab_code.ports import free_port  # noqa: F401 - part of this module's API
 from lab_code.recognizer import MAX_BATCH, TextRecognizer
 
@@ -50,10 +51,6 @@ LINE_WIDTH = 512  # every line is padded or cropped to this width: batches diffe
 PAGE_LINES = 16
 ROUNDS = 5  # timed calls are spread over this many passes through the batch sizes
 PROFILE_SCHEDULE = {"wait": 1, "warmup": 1, "active": 3}  # 5 steps, the last 3 recorded
-
-
-class DeviceError(ValueError):
-    """A device that this machine does not have; the message says what to use instead."""
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -81,19 +78,9 @@ def fixed_width(arrays: Sequence[np.ndarray], width: int = LINE_WIDTH) -> list[n
 def make_batch(arrays: Sequence[np.ndarray], batch_size: int, width: int = LINE_WIDTH,
                device: str | torch.device = "cpu") -> torch.Tensor:
     """A batch of `batch_size` real lines (reused in turn if there are few), each `width` wide,
-    stacked by `images.batch` exactly as production stacks them."""
+    stacked by `preprocess.batch` exactly as production stacks them."""
     chosen = [arrays[i % len(arrays)] for i in range(batch_size)]
-    return images.batch(fixed_width(chosen, width)).to(device)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when there is a GPU, else the CPU; 'cuda' without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda needs a CUDA GPU and this machine has none: "
-                          "use --device cpu (or auto).")
-    return torch.device(name)
+    return preprocess.batch(fixed_width(chosen, width)).to(device)
 
 
 def load_model(model_path: str | os.PathLike | None = None,
@@ -370,18 +357,18 @@ def page_from_lines(arrays: Sequence[np.ndarray], n: int = PAGE_LINES) -> Image.
 def read_line_by_line(model: Callable[[torch.Tensor], list[str]], page: Image.Image,
                       device: str | torch.device = "cpu") -> list[str]:
     """Split the page into lines, then one model call per line (batch 1, n calls)."""
-    return [model(images.batch([line]).to(device))[0] for line in images.line_arrays(page)]
+    return [model(preprocess.batch([line]).to(device))[0] for line in preprocess.line_arrays(page)]
 
 
 def read_as_one_batch(model: Callable[[torch.Tensor], list[str]], page: Image.Image,
                       device: str | torch.device = "cpu") -> list[str]:
     """Split the page into lines, then one call for all of them (as TextRecognizer.predict does)."""
-    lines = images.line_arrays(page)
+    lines = preprocess.line_arrays(page)
     order = sorted(range(len(lines)), key=lambda i: lines[i].shape[1])
     texts = [""] * len(lines)
     for start in range(0, len(order), MAX_BATCH):
         chunk = order[start : start + MAX_BATCH]
-        batch = images.batch([lines[i] for i in chunk]).to(device)
+        batch = preprocess.batch([lines[i] for i in chunk]).to(device)
         for i, text in zip(chunk, model(batch), strict=True):
             texts[i] = text
     return texts
@@ -407,7 +394,7 @@ def compare_page(model: torch.jit.ScriptModule, page: Image.Image,
                 _sync(device)
                 out.append(time.perf_counter() - start)
             start = time.perf_counter()
-            images.line_arrays(page)
+            preprocess.line_arrays(page)
             split.append(time.perf_counter() - start)
     line_s, batch_s = float(np.median(by_line)), float(np.median(one_batch))
     return {"lines": len(texts[0]), "device": device.type, "repeats": repeats,

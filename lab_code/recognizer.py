@@ -8,51 +8,19 @@ It never imports the training code (`data`, `model`, `train`): the compiled file
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import warnings
-from collections.abc import Iterator, Sequence
-from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from lab_code import images
+from lab_code import images, preprocess
+from lab_code.artifacts import bundled_model_path, load_torchscript
 
-MODEL_FILE = "text_recognizer.pt"
-TORCHSCRIPT_DEPRECATION = r".*is deprecated\. Please switch to `?torch\.(compile|export)"
 MAX_BATCH = 64  # lines per forward pass
-
-
-def bundled_model_path() -> Path:
-    """The TorchScript model that ships inside the package."""
-    return Path(str(resources.files("lab_code").joinpath("artifacts", MODEL_FILE)))
-
-
-@contextlib.contextmanager
-def quiet_torchscript() -> Iterator[None]:
-    """Hide only torch's 'TorchScript is deprecated' warning; every other warning still shows."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=TORCHSCRIPT_DEPRECATION,
-                                category=DeprecationWarning)
-        yield
-
-
-def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No model file at {path}: run `make model` or pass the path of a .pt TorchScript file."
-        )
-    try:
-        with quiet_torchscript():
-            module = torch.jit.load(str(path), map_location="cpu")
-    except RuntimeError as err:
-        raise ValueError(f"{path} is not a TorchScript model saved by torch.jit.save.") from err
-    return module.eval()
 
 
 class TextRecognizer:
@@ -61,10 +29,10 @@ class TextRecognizer:
     def __init__(self, model_path: str | os.PathLike | None = None) -> None:
         self.model_path = Path(model_path) if model_path is not None else bundled_model_path()
         self.model = load_torchscript(self.model_path)
-        height = int(getattr(self.model, "height", images.HEIGHT))
-        if height != images.HEIGHT:
+        height = int(getattr(self.model, "height", preprocess.HEIGHT))
+        if height != preprocess.HEIGHT:
             raise ValueError(f"{self.model_path} expects {height}-pixel lines, "
-                             f"not {images.HEIGHT}.")
+                             f"not {preprocess.HEIGHT}.")
 
     @torch.inference_mode()
     def predict_lines(self, lines: Sequence[np.ndarray]) -> list[str]:
@@ -73,7 +41,7 @@ class TextRecognizer:
         texts = [""] * len(lines)
         for start in range(0, len(order), MAX_BATCH):
             chunk = order[start : start + MAX_BATCH]
-            texts_chunk = self.model(images.batch([lines[i] for i in chunk]))
+            texts_chunk = self.model(preprocess.batch([lines[i] for i in chunk]))
             for i, text in zip(chunk, texts_chunk, strict=True):
                 texts[i] = text
         return texts
@@ -85,7 +53,7 @@ class TextRecognizer:
 
     def predict_batch(self, inputs: Sequence[Image.Image | str | os.PathLike]) -> list[str]:
         """Text of each input; all their lines go through the model as shared batches."""
-        per_image = [images.line_arrays(images.load_image(x)) for x in inputs]
+        per_image = [preprocess.line_arrays(images.load_image(x)) for x in inputs]
         flat = self.predict_lines([line for lines in per_image for line in lines])
         out, at = [], 0
         for lines in per_image:

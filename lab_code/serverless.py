@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import base64
 import binascii
-import hashlib
 import json
 import os
 import subprocess
@@ -35,7 +34,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lab_code import images
+from lab_code import images, preprocess
+from lab_code.artifacts import model_version
 from lab_code.ports import free_port, port_in_use  # noqa: F401 - part of this module's API
 from lab_code.recognizer import TextRecognizer
 
@@ -50,11 +50,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
-
-
-def model_version(path: Path) -> str:
-    """A short, content-based id of the model file (the first 12 hex digits of its SHA-256)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 # One thread for torch's operators unless OMP_NUM_THREADS says otherwise. This service reads one
@@ -81,7 +76,7 @@ MODEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 # One warm-up pass: TorchScript optimizes the graph on its first calls, so a cold start pays for
 # it here rather than in the first request.
 MODEL_THREAD.submit(RECOGNIZER.predict_lines,
-                    [np.zeros((images.HEIGHT, 4 * images.HEIGHT), dtype=np.float32)]).result()
+                    [np.zeros((preprocess.HEIGHT, 4 * preprocess.HEIGHT), np.float32)]).result()
 
 
 # --- request and response shapes (they also document the API at /docs) ----------------------
@@ -158,7 +153,7 @@ def image_from_request(req: PredictRequest) -> Image.Image:
 
 def recognize(img: Image.Image) -> tuple[str, int]:
     """Text of an image and its number of lines (the same text as `TextRecognizer.predict`)."""
-    lines = images.line_arrays(img)  # preprocessing runs on the request's own thread
+    lines = preprocess.line_arrays(img)  # preprocessing runs on the request's own thread
     texts = MODEL_THREAD.submit(RECOGNIZER.predict_lines, lines).result() if lines else []
     return "\n".join(texts), len(lines)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 import lab_code
-from lab_code.recognizer import MODEL_FILE, bundled_model_path
+from lab_code.artifacts import MODEL_FILE, bundled_model_path, sha256_file
 
 DEFAULT_NAME = "text-recognizer"
 DEFAULT_REGISTRY = Path("model_registry")
@@ -30,14 +29,6 @@ WANDB_PROJECT = os.environ.get("WANDB_PROJECT", "text-recognizer")
 
 class StagingError(RuntimeError):
     """A staging or fetching problem, described in one sentence."""
-
-
-def sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def code_version() -> str:
@@ -96,10 +87,10 @@ def stage(checkpoint: str | os.PathLike, name: str = DEFAULT_NAME, alias: str = 
         "version": version,
         "aliases": [alias],
         "file": MODEL_FILE,
-        "sha256": sha256(model_path),
+        "sha256": sha256_file(model_path),
         "size_bytes": model_path.stat().st_size,
         "metrics": ckpt.get("metrics", {}),
-        "source_checkpoint": {"path": str(checkpoint), "sha256": sha256(checkpoint)},
+        "source_checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "torch_version": torch.__version__,
@@ -155,7 +146,7 @@ def fetch(name: str = DEFAULT_NAME, alias: str = "latest", out: str | os.PathLik
 
 
 def _verified_copy(src: Path, expected: str, out: Path) -> None:
-    actual = sha256(src)
+    actual = sha256_file(src)
     if actual != expected:
         raise StagingError(f"{src} has sha256 {actual[:12]}... but its manifest says "
                            f"{expected[:12]}...: the file is damaged or was changed; "

@@ -22,9 +22,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import lab_code
-from lab_code import data, images, metrics
+from lab_code import data, metrics, preprocess
+from lab_code.devices import DeviceError, resolve_device
 from lab_code.model import LineRecognizer, count_parameters
-from lab_code.profiling import DeviceError, resolve_device
 
 
 @dataclass
@@ -62,7 +62,7 @@ class _Batches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         seed = self.seed + 1000 * (info.id if info else 0)
         for arrays, texts in data.training_batches(seed, self.batch_size):
-            yield images.batch(arrays), texts
+            yield preprocess.batch(arrays), texts
 
 
 def encode(texts: list[str], charset: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +82,7 @@ def evaluate(model: LineRecognizer, device: torch.device, size: int = data.TEST_
     preds: list[str] = []
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i : i + batch_size]
-        preds += model(images.batch([a for a, _ in chunk]).to(device))
+        preds += model(preprocess.batch([a for a, _ in chunk]).to(device))
     truths = [t for _, t in pairs]
     model.train()
     return {

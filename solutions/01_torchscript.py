@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from lab_code import data, export, images, stage_model
+from lab_code import artifacts, data, export, preprocess, stage_model
 from lab_code.train import load_checkpoint
 
 model, _ = load_checkpoint(Path("..") / "models" / "text_recognizer_checkpoint.pt")
@@ -12,14 +12,14 @@ scripted = export.script(model)
 
 # %% [exercise 1]
 texts = data.english_lines()[:8]
-lines = [images.line_array(data.render(t, data.Style.clean(data.fonts()[i]))) for i, t in enumerate(texts)]
-one_by_one = [scripted(images.batch([line]))[0] for line in lines]
-together = scripted(images.batch(lines))
+lines = [preprocess.line_array(data.render(t, data.Style.clean(data.fonts()[i]))) for i, t in enumerate(texts)]
+one_by_one = [scripted(preprocess.batch([line]))[0] for line in lines]
+together = scripted(preprocess.batch(lines))
 print("same texts:", one_by_one == together)
-widest = images.batch(lines)
+widest = preprocess.batch(lines)
 diffs = []
 for i, line in enumerate(lines):
-    alone = scripted.logits(images.batch([line]))
+    alone = scripted.logits(preprocess.batch([line]))
     steps = alone.shape[1]
     diffs.append((scripted.logits(widest)[i, :steps] - alone[0]).abs().max().item())
 print(f"largest logit difference from padding: {max(diffs):.3f}")
@@ -52,7 +52,7 @@ def describe(manifest_path):
         "checkpoint_sha256": manifest["source_checkpoint"]["sha256"],
         "held_out_cer": manifest["metrics"]["cer"],
         "code_version": manifest["code_version"],
-        "file_matches": stage_model.sha256(model_file) == manifest["sha256"],
+        "file_matches": artifacts.sha256_file(model_file) == manifest["sha256"],
     }
 
 

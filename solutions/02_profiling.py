@@ -3,13 +3,13 @@ import json
 import tempfile
 from pathlib import Path
 
-from lab_code import profiling
+from lab_code import devices, profiling
 
 REFERENCE = Path("..") / "profiling" / "results"  # committed reference results (2-core CPU)
 reference = json.loads((REFERENCE / "sweep" / "summary.json").read_text())
 bench = json.loads((REFERENCE / "sweep" / "benchmark.json").read_text())
 
-device = profiling.resolve_device("auto")
+device = devices.resolve_device("auto")
 model = profiling.load_model(device=device)
 arrays, _ = profiling.load_lines()
 traces = Path(tempfile.mkdtemp(prefix="profiling-solutions-"))

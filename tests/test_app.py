@@ -22,7 +22,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from stand_ins import serve_http
 
-from lab_code import app, images
+from lab_code import app, images, preprocess
 from lab_code.recognizer import TextRecognizer
 
 
@@ -98,7 +98,7 @@ def test_examples_are_bundled_pngs():
     paths = app.example_paths()
     assert 3 <= len(paths) <= 4
     assert all(p.is_file() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
-    assert any(len(images.line_arrays(Image.open(p))) == 3 for p in paths)  # one is a page
+    assert any(len(preprocess.line_arrays(Image.open(p))) == 3 for p in paths)  # one is a page
 
 
 def test_interface_settings():
@@ -141,7 +141,7 @@ def test_huge_image_is_downscaled(client, recognizer, tmp_path):
     path = tmp_path / "wide.png"
     wide.save(path)
     text = client.predict(handle_file(str(path)), api_name="/predict")
-    assert text == recognizer.predict(images.shrink(wide))
+    assert text == recognizer.predict(preprocess.shrink(wide))
 
 
 BAD_INPUTS = {

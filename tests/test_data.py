@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lab_code import data, images
+from lab_code import data, preprocess
 
 
 def test_charset_has_what_the_course_promises():
@@ -50,7 +50,7 @@ def test_augmentation_varies_the_style():
 def test_held_out_set_is_fixed_large_enough_and_never_trained_on():
     test = data.test_set()
     assert len(test) >= 500
-    assert all(a.shape[0] == images.HEIGHT for a, _ in test)
+    assert all(a.shape[0] == preprocess.HEIGHT for a, _ in test)
     batches = data.training_batches(seed=1, batch_size=16)
     seen = {t for _ in range(20) for t in next(batches)[1]}
     assert not seen & data.test_texts()

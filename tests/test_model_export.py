@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from lab_code import data, export, images
+from lab_code import data, export, preprocess
+from lab_code.artifacts import load_torchscript
 from lab_code.model import LineRecognizer
-from lab_code.recognizer import load_torchscript
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def model():
 
 
 def test_heights_agree():
-    assert LineRecognizer(data.CHARSET).height == images.HEIGHT
+    assert LineRecognizer(data.CHARSET).height == preprocess.HEIGHT
 
 
 def test_output_steps_are_a_quarter_of_the_width(model):

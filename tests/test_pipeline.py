@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab_code import data, export, stage_model
+from lab_code import artifacts, data, export, stage_model
 from lab_code.recognizer import TextRecognizer
 from lab_code.train import TrainConfig, load_checkpoint, train
 
@@ -44,7 +44,7 @@ def test_export_stage_fetch_predict(trained, tmp_path):
     again = stage_model.stage(out / "checkpoint.pt", registry=registry, wandb="off")
     assert again["version"] == "v2"
     path, source = stage_model.fetch(out=tmp_path / "fetched.pt", registry=registry, wandb="off")
-    assert "local registry" in source and stage_model.sha256(path) == again["sha256"]
+    assert "local registry" in source and artifacts.sha256_file(path) == again["sha256"]
     line = data.render("A small test", data.Style.clean(data.fonts()[0]))
     text = TextRecognizer(path).predict(line)
     batch, _ = export.example_batch(1)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lab_code import data, images, profiling
+from lab_code import data, preprocess, profiling
 from lab_code.recognizer import TextRecognizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_tensorboard_plugin_lists_the_runs(study, free_port):
 
 @pytest.mark.parametrize(("n", "size", "first_font"), [(2, 22, 0), (5, 34, 6), (16, 26, 11)])
 def test_rendered_pages_split_into_their_lines(n, size, first_font):
-    assert len(images.line_arrays(rendered_page(n, size, first_font))) == n
+    assert len(preprocess.line_arrays(rendered_page(n, size, first_font))) == n
 
 
 def test_shipped_lines_and_their_page():
@@ -140,9 +140,9 @@ def test_shipped_lines_and_their_page():
     assert asset.stat().st_size < 300_000
     arrays, texts = profiling.load_lines()
     assert len(arrays) == len(texts) == 64 and all(texts)
-    assert all(a.shape[0] == images.HEIGHT and 0 <= a.min() and a.max() <= 1 for a in arrays)
+    assert all(a.shape[0] == preprocess.HEIGHT and 0 <= a.min() and a.max() <= 1 for a in arrays)
     assert {a.shape[1] for a in profiling.fixed_width(arrays[:3], 200)} == {200}
-    assert len(images.line_arrays(profiling.page_from_lines(arrays))) == profiling.PAGE_LINES
+    assert len(preprocess.line_arrays(profiling.page_from_lines(arrays))) == profiling.PAGE_LINES
 
 
 def test_a_page_is_one_call_and_line_by_line_is_one_call_per_line(recognizer):
@@ -159,7 +159,7 @@ def test_a_page_is_one_call_and_line_by_line_is_one_call_per_line(recognizer):
     calls.clear()
     by_line = profiling.read_line_by_line(counting, page)
     assert calls == [1] * 6
-    assert by_line == [recognizer.predict_lines([line])[0] for line in images.line_arrays(page)]
+    assert by_line == [recognizer.predict_lines([line])[0] for line in preprocess.line_arrays(page)]
 
 
 def test_help_shows_every_flag(capsys):
@@ -206,7 +206,8 @@ def test_profiling_never_imports_the_training_code():
 
 
 def test_fixed_width_pads_and_crops():
-    short, long = np.ones((images.HEIGHT, 10), np.float32), np.ones((images.HEIGHT, 50), np.float32)
+    h = preprocess.HEIGHT
+    short, long = np.ones((h, 10), np.float32), np.ones((h, 50), np.float32)
     a, b = profiling.fixed_width([short, long], 20)
-    assert a.shape == b.shape == (images.HEIGHT, 20)
+    assert a.shape == b.shape == (preprocess.HEIGHT, 20)
     assert a[:, :10].all() and not a[:, 10:].any() and b.all()

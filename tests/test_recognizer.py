@@ -7,7 +7,8 @@ import pytest
 from stand_ins import serve_http
 
 from lab_code import data
-from lab_code.recognizer import TextRecognizer, bundled_model_path
+from lab_code.artifacts import bundled_model_path
+from lab_code.recognizer import TextRecognizer
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +96,11 @@ def test_using_the_recognizer_never_imports_the_training_side(line_png):
 
 
 def test_a_line_reads_the_same_alone_and_in_a_batch(recognizer):
-    from lab_code import images
+    from lab_code import preprocess
 
     fonts = data.fonts()
-    lines = [images.line_array(data.render(t, data.Style.clean(fonts[i % len(fonts)], size=24 + i)))
+    lines = [preprocess.line_array(data.render(t, data.Style.clean(fonts[i % len(fonts)],
+                                                                   size=24 + i)))
              for i, t in enumerate(data.english_lines()[:12])]
     alone = [recognizer.predict_lines([line])[0] for line in lines]
     assert recognizer.predict_lines(lines) == alone

@@ -30,7 +30,8 @@ from PIL import Image
 from stand_ins import serve_http
 
 from lab_code import data, serverless
-from lab_code.recognizer import TextRecognizer, bundled_model_path
+from lab_code.artifacts import bundled_model_path, model_version
+from lab_code.recognizer import TextRecognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "lambda"
@@ -182,7 +183,7 @@ def test_handler_reads_the_fixture_image_like_the_recognizer(name, recognizer):
     body = json.loads(resp["body"])
     assert set(body) == {"text", "model_version", "latency_ms", "lines"}
     assert body["text"] == recognizer.predict(fixture_image(name))
-    assert body["model_version"] == serverless.model_version(recognizer.model_path)
+    assert body["model_version"] == model_version(recognizer.model_path)
     assert body["lines"] == 1 and body["latency_ms"] > 0
 
 
