@@ -61,3 +61,13 @@ def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
     except RuntimeError as err:
         raise ValueError(f"{path} is not a TorchScript model saved by torch.jit.save.") from err
     return module.eval()
+
+
+WANDB_PROJECT_ENV = "WANDB_PROJECT"
+DEFAULT_WANDB_PROJECT = "text-recognizer"
+
+
+def wandb_project() -> str:
+    """The W&B project that training runs and staged models go to, read when it is needed
+    ($WANDB_PROJECT, else text-recognizer), so both sides always agree."""
+    return os.environ.get(WANDB_PROJECT_ENV) or DEFAULT_WANDB_PROJECT
