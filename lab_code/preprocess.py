@@ -48,14 +48,47 @@ def shrink(img: Image.Image, max_side: int = MAX_SIDE) -> Image.Image:
     return img.resize(size, Image.Resampling.LANCZOS)
 
 
+MIN_LINE = 4  # bands of ink fewer rows high than this are never a line of their own
+MAX_OUTPUT = 32 * 400_000  # total pixels of all line arrays of one image (bounds a page's cost)
+_EDGE_RUN = 0.6  # a straight run of ink this long (of the image's side) is a rule, rim or frame
+
+
+def _background(arr: np.ndarray) -> float:
+    """The background grey: the most common level of a coarse histogram (robust to rims)."""
+    step = max(1, int(np.sqrt(arr.size / 250_000)))  # a subsample is plenty for a histogram
+    sample = arr[::step, ::step]
+    counts = np.bincount(np.minimum((sample * 32).astype(np.int64), 31).ravel(), minlength=32)
+    level = int(np.argmax(counts))
+    near = sample[np.abs(sample - (level + 0.5) / 32) <= 1 / 32]
+    return float(np.median(near)) if near.size else (level + 0.5) / 32
+
+
+def _light_on_dark(arr: np.ndarray, bg: float) -> bool:
+    """Whether the text is lighter than its background: compares how much of the picture lies
+    clearly above and clearly below the background grey, whatever that grey is."""
+    step = max(1, int(np.sqrt(arr.size / 250_000)))
+    diff = arr[::step, ::step] - bg
+    lighter = float(np.clip(diff - 0.1, 0.0, None).sum())
+    darker = float(np.clip(-diff - 0.1, 0.0, None).sum())
+    if lighter == darker:  # blank: fall back on the background's own grey
+        return bg < 0.5
+    return lighter > darker
+
+
 def ink_map(img: Image.Image) -> np.ndarray:
-    """Darkness in [0, 1] (1 = ink), with the polarity fixed so text is ink on background."""
+    """Darkness in [0, 1] (1 = ink), with the polarity fixed so text is ink on background.
+
+    The polarity comes from the background (the most common grey), not from a median threshold,
+    so light text on a mid-grey or any dark-mode grey reads the same as dark text on white.
+    """
     gray = shrink(to_gray(img))
     arr = np.asarray(gray, dtype=np.float32) / 255.0
-    if float(np.median(arr)) < 0.5:  # light text on a dark background
+    bg = _background(arr)
+    if _light_on_dark(arr, bg):
         arr = 1.0 - arr
+        bg = 1.0 - bg
     ink = 1.0 - arr
-    lo, hi = float(np.percentile(ink, 50)), float(ink.max())
+    lo, hi = min(float(np.percentile(ink, 50)), 1.0 - bg), float(ink.max())
     if hi - lo < 0.08:  # a blank or nearly blank picture
         return np.zeros_like(ink)
     return np.clip((ink - lo) / (hi - lo), 0.0, 1.0)
@@ -75,42 +108,91 @@ def _spans(profile: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
+def _longest_runs(mask: np.ndarray) -> np.ndarray:
+    """The longest run of True in each row of a 2-D boolean array (vectorised, O(pixels))."""
+    if mask.size == 0:
+        return np.zeros(mask.shape[0], dtype=np.int64)
+    count = np.cumsum(mask, axis=1, dtype=np.int32)
+    reset = np.maximum.accumulate(np.where(mask, 0, count), axis=1)
+    return (count - reset).max(axis=1)
+
+
+def _rules(mask: np.ndarray) -> np.ndarray:
+    """Rows (a 1-D boolean array) that hold a straight horizontal run of ink too long for text:
+    a rim, a border, an underline or a frame's edge. Only rows dense enough are checked."""
+    long = max(8, int(_EDGE_RUN * mask.shape[1]))
+    out = np.zeros(mask.shape[0], dtype=bool)
+    dense = np.flatnonzero(mask.sum(axis=1) >= long)
+    if dense.size:
+        out[dense] = _longest_runs(mask[dense]) >= long
+    return out
+
+
+def _clean(mask: np.ndarray) -> np.ndarray:
+    """The mask without rims, borders and frame edges: long horizontal rules go first; long
+    vertical ones go too when what is left is a page (two or more bands), since in a single
+    line a tall letter can span almost the whole crop."""
+    mask = mask.copy()
+    mask[_rules(mask)] = False
+    tall = _rules(mask.T)  # columns with a long vertical run
+    if tall.any():
+        bands = _spans(mask[:, ~tall].any(axis=1))
+        edge = tall.copy()
+        edge[1:-1] = False  # a rim column at the image's edge never belongs to text
+        if len(bands) >= 2:
+            mask[:, tall] = False
+        elif edge.any():
+            mask[:, edge] = False
+    return mask
+
+
+def _merge(bands: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge every band much thinner than the tallest (a stray dot, an accent, descenders left
+    apart from their line) into its closer neighbour, in one pass: O(number of bands)."""
+    tallest = max(b - a for a, b in bands)
+    thin = [b - a < 0.4 * tallest for a, b in bands]
+    out: list[list[int]] = []
+    pending: list[int] | None = None  # thin bands waiting to join the next band down
+    for i, (a, b) in enumerate(bands):
+        if pending is not None:
+            a, pending = pending[0], None
+        if thin[i] and len(bands) > 1:
+            gap_up = a - out[-1][1] if out else None
+            gap_down = bands[i + 1][0] - b if i + 1 < len(bands) else None
+            if gap_up is not None and (gap_down is None or gap_up <= gap_down):
+                out[-1][1] = b
+                continue
+            if gap_down is not None:
+                pending = [a, b]
+                continue
+        out.append([a, b])
+    if pending is not None:  # only when every band was thin and the last one went down
+        out.append(pending)
+    return [(a, b) for a, b in out]
+
+
 def line_boxes(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Boxes (top, bottom, left, right) of the text lines in an ink map, top to bottom.
 
-    Rows with ink form bands; bands much thinner than the tallest one (a stray dot, an accent,
-    descenders that thin strokes leave apart from their line) are merged into their nearest
-    neighbour, so a page splits into whole lines.
+    Rims, borders and frame edges are removed first; rows with ink form bands; bands much
+    thinner than the tallest one are merged into their nearest neighbour, so a page splits into
+    whole lines. Cost: O(pixels) for the mask, O(bands) for the merge.
     """
-    mask = _mask(ink)
+    mask = _clean(_mask(ink))
     rows = _spans(mask.any(axis=1))
     if not rows:
         return []
-    bands = [list(r) for r in rows]
-    tallest = max(b - a for a, b in bands)
-    merged = True
-    while merged and len(bands) > 1:
-        merged = False
-        for i, (a, b) in enumerate(bands):
-            if b - a < 0.4 * tallest:
-                j = i - 1 if i == len(bands) - 1 else i + 1
-                if 0 < i < len(bands) - 1:  # pick the closer neighbour
-                    gap_up = a - bands[i - 1][1]
-                    gap_down = bands[i + 1][0] - b
-                    j = i - 1 if gap_up <= gap_down else i + 1
-                lo, hi = min(a, bands[j][0]), max(b, bands[j][1])
-                bands[min(i, j)] = [lo, hi]
-                del bands[max(i, j)]
-                merged = True
-                break
     boxes = []
-    for top, bottom in bands:
+    for top, bottom in _merge(rows):
+        if bottom - top < MIN_LINE and len(rows) > 1:
+            continue
         cols = np.flatnonzero(mask[top:bottom].any(axis=0))
-        boxes.append((top, bottom, int(cols[0]), int(cols[-1]) + 1))
+        if cols.size:
+            boxes.append((top, bottom, int(cols[0]), int(cols[-1]) + 1))
     return boxes
 
 
-def _line_to_array(ink: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def crop_line(ink: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Crop one line with a margin and scale it to HEIGHT rows (float32, ink = 1)."""
     top, bottom, left, right = box
     margin = max(1, round(0.12 * (bottom - top)))
@@ -123,20 +205,30 @@ def _line_to_array(ink: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarra
 
 
 def line_arrays(img: Image.Image) -> list[np.ndarray]:
-    """Every text line of an image as a HEIGHT-row array, top to bottom (empty if blank)."""
+    """Every text line of an image as a HEIGHT-row array, top to bottom (empty if blank).
+
+    The arrays of one image hold at most MAX_OUTPUT pixels in all; lines past that are dropped,
+    so an adversarial picture (thousands of thin stripes) costs no more than a long page."""
     ink = ink_map(img)
-    return [_line_to_array(ink, box) for box in line_boxes(ink)]
+    out, total = [], 0
+    for box in line_boxes(ink):
+        top, bottom, left, right = box
+        total += HEIGHT * max(HEIGHT // 2, round((right - left) * HEIGHT / (bottom - top)))
+        if total > MAX_OUTPUT:
+            break
+        out.append(crop_line(ink, box))
+    return out
 
 
 def line_array(img: Image.Image) -> np.ndarray:
     """The whole image taken as one line (used for training images, which hold one line)."""
     ink = ink_map(img)
-    mask = _mask(ink)
+    mask = _clean(_mask(ink))  # a rim or border around the crop is not part of the line
     if not mask.any():
         return np.zeros((HEIGHT, HEIGHT // 2), dtype=np.float32)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-    return _line_to_array(ink, box)
+    return crop_line(ink, box)
 
 
 def batch(arrays: Sequence[np.ndarray]) -> torch.Tensor:
