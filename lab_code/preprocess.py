@@ -125,6 +125,8 @@ def _rules(mask: np.ndarray) -> np.ndarray:
     dense = np.flatnonzero(mask.sum(axis=1) >= long)
     if dense.size:
         out[dense] = _longest_runs(mask[dense]) >= long
+    out[1:] |= out[:-1].copy()  # and their neighbours: the 3x3 filter leaves a rule's corners
+    out[:-1] |= out[1:].copy()
     return out
 
 
@@ -138,7 +140,7 @@ def _clean(mask: np.ndarray) -> np.ndarray:
     if tall.any():
         bands = _spans(mask[:, ~tall].any(axis=1))
         edge = tall.copy()
-        edge[1:-1] = False  # a rim column at the image's edge never belongs to text
+        edge[2:-2] = False  # a rim column at the image's edge never belongs to text
         if len(bands) >= 2:
             mask[:, tall] = False
         elif edge.any():
