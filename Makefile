@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 7860
 
 .DEFAULT_GOAL := help
-.PHONY: help setup app lab test model slides lint clean
+.PHONY: help setup app lab test fonts model slides lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -34,9 +34,33 @@ lab: setup ## open the lessons in JupyterLab
 test: setup slides ## run the tests, every notebook and solution (nbval), and build the slides
 	$(BIN)/python -m pytest tests notebooks solutions --nbval-lax --nbval-current-env
 
-model: setup ## retrain the recognizer, stage it and bundle it into the package (~30 min on CPU)
-	$(BIN)/python -m lab_code.train --out runs/recognizer
-	$(BIN)/python -m lab_code.stage_model --checkpoint runs/recognizer/checkpoint.pt --bundle
+# Training fonts: Debian packages (as root). Without apt, training falls back to matplotlib's
+# fonts with a warning; install similar font files into ~/.local/share/fonts or /usr/share/fonts.
+FONT_PACKAGES := fonts-urw-base35 fonts-texgyre fonts-dejavu-core fonts-roboto \
+	fonts-freefont-ttf fonts-linuxlibertine fonts-ebgaramond fonts-go fonts-hack \
+	fonts-jetbrains-mono fonts-firacode fonts-comfortaa fonts-dosis fonts-cabin fonts-karla \
+	fonts-inter fonts-league-spartan fonts-b612 fonts-sil-andika fonts-sil-gentium \
+	fonts-sil-charis fonts-courier-prime fonts-anonymous-pro fonts-clear-sans \
+	fonts-crosextra-caladea fonts-adf-accanthis fonts-adf-gillius fonts-adf-universalis \
+	fonts-croscore fonts-oxygen fonts-lmodern fonts-noto-mono
+
+fonts: ## install the training font packages (Debian/Ubuntu, needs root: sudo make fonts)
+	@command -v apt-get >/dev/null || { echo "error: no apt-get here: install the packages \
+	listed in FONT_PACKAGES (or similar .ttf/.otf files) by hand, or train on matplotlib's \
+	fonts only."; exit 1; }
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	  --no-install-recommends $(FONT_PACKAGES)
+
+RUN_DIR ?= runs/recognizer
+# W&B writes its run, cache and config folders inside the run folder, never in $$HOME.
+WANDB_ENV = WANDB_DIR=$(RUN_DIR) WANDB_CACHE_DIR=$(RUN_DIR)/wandb-cache \
+	WANDB_CONFIG_DIR=$(RUN_DIR)/wandb-config WANDB_DATA_DIR=$(RUN_DIR)/wandb-data
+
+model: setup fonts ## retrain on many fonts, stage with lineage and bundle it (~50 min on CPU)
+	mkdir -p $(RUN_DIR)
+	$(WANDB_ENV) $(BIN)/python -m lab_code.train --out $(RUN_DIR) --wandb offline
+	$(WANDB_ENV) $(BIN)/python -m lab_code.stage_model --checkpoint $(RUN_DIR)/checkpoint.pt \
+	  --bundle --wandb offline
 
 slides: setup ## build slides/*.md into self-contained HTML in build/slides/
 	$(BIN)/python tools/slides.py --out build/slides

@@ -13,16 +13,15 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 import lab_code
-from lab_code import data, metrics, preprocess
+from lab_code import artifacts, data, preprocess
 from lab_code.devices import DeviceError, resolve_device
 from lab_code.model import LineRecognizer, count_parameters
 
@@ -41,15 +40,11 @@ class TrainConfig:
     workers: int = 1
     device: str = "auto"
     charset: str = data.CHARSET
-    extra: dict = field(default_factory=dict)
 
 
 def pick_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, else CPU; asking for CUDA without one is a clear error."""
-    try:
-        return resolve_device(name)
-    except DeviceError as err:
-        raise SystemExit(f"error: {err}") from err
+    """'auto' picks CUDA when present, else CPU; asking for CUDA without one raises DeviceError."""
+    return resolve_device(name)
 
 
 class _Batches(torch.utils.data.IterableDataset):
@@ -76,19 +71,13 @@ def encode(texts: list[str], charset: str) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def evaluate(model: LineRecognizer, device: torch.device, size: int = data.TEST_SIZE,
              batch_size: int = 64) -> dict[str, float]:
-    """CER and exact-line accuracy on the held-out set."""
+    """CER and exact-line accuracy on the held-out set (data.held_out_cer)."""
     model.eval()
-    pairs = data.test_set()[:size]
-    preds: list[str] = []
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i : i + batch_size]
-        preds += model(preprocess.batch([a for a, _ in chunk]).to(device))
-    truths = [t for _, t in pairs]
-    model.train()
-    return {
-        "cer": metrics.cer(preds, truths),
-        "line_accuracy": float(np.mean([p == t for p, t in zip(preds, truths, strict=True)])),
-    }
+    try:
+        return data.held_out_cer(lambda arrays: model(preprocess.batch(arrays).to(device)),
+                                 size=size, batch_size=batch_size)
+    finally:
+        model.train()
 
 
 def build_model(config: TrainConfig) -> LineRecognizer:
@@ -124,7 +113,7 @@ def _start_wandb(mode: str, config: TrainConfig, out: Path):
         print("W&B is not installed (pip install wandb): training without it.")
         return None
     os.environ.setdefault("WANDB_DIR", str(out))
-    return wandb.init(project=os.environ.get("WANDB_PROJECT", "text-recognizer"),
+    return wandb.init(project=artifacts.wandb_project(),
                       job_type="train", mode=mode, config=asdict(config))
 
 
@@ -190,23 +179,36 @@ def train(config: TrainConfig, out: Path, wandb_mode: str = "off") -> dict:
     return summary
 
 
+_CLI_FIELDS = {  # TrainConfig fields set from the command line, with their help
+    "steps": "optimizer steps",
+    "batch_size": "lines per step",
+    "lr": "peak learning rate",
+    "weight_decay": "AdamW weight decay",
+    "seed": "random seed of the training lines (never data.TEST_SEED)",
+    "eval_every": "steps between held-out evaluations",
+    "eval_size": "held-out lines used per evaluation",
+    "hidden": "LSTM hidden size",
+    "workers": "processes rendering training lines (0 = in the training process)",
+    "device": "auto, cpu or cuda",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="python -m lab_code.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/recognizer"),
                         help="folder for checkpoint.pt and metrics.json (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--eval-every", type=int, default=defaults.eval_every,
-                        help="steps between held-out evaluations")
-    parser.add_argument("--eval-size", type=int, default=defaults.eval_size,
-                        help="held-out lines used per evaluation")
-    parser.add_argument("--workers", type=int, default=defaults.workers,
-                        help="processes rendering training lines (0 = in the training process)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    for f in fields(TrainConfig):
+        if f.name not in _CLI_FIELDS:
+            continue
+        default = getattr(defaults, f.name)
+        kwargs: dict = {"default": default, "help": f"{_CLI_FIELDS[f.name]} (default: %(default)s)"}
+        if f.name == "device":
+            kwargs["choices"] = ["auto", "cpu", "cuda"]
+        else:
+            kwargs["type"] = type(default)
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--wandb", choices=["off", "offline", "online"], default="off",
                         help="log the run to Weights & Biases (default: off)")
@@ -217,10 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         eval_every=args.eval_every, eval_size=args.eval_size,
-                         workers=args.workers, device=args.device)
-    summary = train(config, args.out, args.wandb)
+    config = TrainConfig(**{name: getattr(args, name) for name in _CLI_FIELDS})
+    try:
+        summary = train(config, args.out, args.wandb)
+    except DeviceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     best = summary["best"]
     print(f"best held-out CER {best['cer']:.4f} at step {best['step']} "
           f"({summary['wall_minutes']:.1f} min on {summary['device']}); "
