@@ -33,6 +33,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry unles
 log = logging.getLogger("lab_code.app")  # not __main__ under python -m
 
 TITLE = "Text recognizer"
+# What one visitor may ask of a public page: the same work limits as the backend (lab_code.images,
+# applied by the recognizer), plus an upload cap and a bounded queue in front of the model.
+MAX_UPLOAD_MB = 10
+CONCURRENCY = 2  # predictions running at once
+QUEUE_SIZE = 16  # predictions waiting beyond those; Gradio answers "queue is full" past this
+LAUNCH_LIMITS = {"max_file_size": f"{MAX_UPLOAD_MB}mb"}  # passed to every demo.launch()
 DESCRIPTION = (
     "Upload, paste or drop a picture of printed text (one line or a few lines), then press "
     "**Submit** to read it. Or click one of the examples below."
@@ -42,7 +48,8 @@ ARTICLE = f"""
 A small convolutional + recurrent network, trained on synthetic text lines and compiled to
 TorchScript, reads each line of the picture; a page is split into lines first. It was trained on
 printed English text in a few fonts: handwriting, photos of screens and unusual fonts will
-come out garbled. Pictures larger than {preprocess.MAX_SIDE} pixels on a side are scaled down first.
+come out garbled. Pictures larger than {preprocess.MAX_SIDE} pixels on a side are scaled down first;
+uploads over {MAX_UPLOAD_MB} MB, or pictures of more than {images.LIMITS.max_lines} lines, are refused.
 
 This page is also an API: see "Use via API" at the bottom, or call it with `gradio_client`.
 """
@@ -126,12 +133,19 @@ def decode_upload(payload: Any) -> Image.Image | None:
         return None
     try:
         if payload.path:
-            data = Path(payload.path).read_bytes()
+            path = Path(payload.path)
+            if path.stat().st_size > MAX_UPLOAD_MB * 2**20:
+                raise images.ImageInputError(f"The uploaded file is larger than {MAX_UPLOAD_MB} "
+                                             "MB: upload a smaller image.")
+            data, name = path.read_bytes(), "The uploaded file"
         elif payload.url and payload.url.startswith("data:"):
-            data = base64.b64decode(payload.url.rsplit(",", 1)[-1])
+            if len(payload.url) > MAX_UPLOAD_MB * 2**20 * 4 // 3 + 100:
+                raise images.ImageInputError(f"The pasted image is larger than {MAX_UPLOAD_MB} "
+                                             "MB: paste a smaller image.")
+            data, name = images.decode_base64(payload.url, "the pasted image"), "The pasted image"
         else:
             return None
-        return images.exif_upright(images.open_image_bytes(data, name="The uploaded file"))
+        return images.open_image_bytes(data, name=name)  # EXIF rotation included
     except images.ImageInputError as err:
         raise gr.Error(str(err), print_exception=False) from err
     except (OSError, ValueError) as err:  # an unreadable upload, or base64 that is not
@@ -183,8 +197,9 @@ def make_predict(predict_fn: Predict) -> Callable[[Image.Image | None], str]:
 
 
 def make_frontend(predict_fn: Predict) -> gr.Interface:
-    """The Gradio page around `predict_fn(PIL image) -> str`, with its API endpoint `/predict`."""
-    return gr.Interface(
+    """The Gradio page around `predict_fn(PIL image) -> str`, with its API endpoint `/predict`,
+    CONCURRENCY predictions at once and at most QUEUE_SIZE waiting."""
+    demo = gr.Interface(
         fn=make_predict(predict_fn),
         inputs=image_input(),
         outputs=gr.Textbox(label="Recognized text", lines=3),
@@ -196,6 +211,7 @@ def make_frontend(predict_fn: Predict) -> gr.Interface:
         flagging_mode="never",
         api_name="predict",
     )
+    return demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
 
 
 # --- the command line ---------------------------------------------------------------------------
@@ -289,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _, local_url, share_url = demo.launch(
             server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-            prevent_thread_lock=True, quiet=True,
+            prevent_thread_lock=True, quiet=True, **LAUNCH_LIMITS,
         )
         where = f"model {backend.url}" if backend.url else "the local model"
         print(f"Running on {local_url} with {where} (Ctrl+C to stop)", flush=True)

@@ -2,6 +2,9 @@
 
     python -m lab_code.recognizer line.png https://example.com/page.png
 
+URLs are fetched under lab_code.urlfetch's policy: public addresses only, unless
+--allow-private-urls (or LAB_ALLOW_PRIVATE_URLS=1) opts in for a trusted local server. Every image
+is held to lab_code.images' work limits (lines, columns) before the model runs.
 It never imports the training code (`data`, `model`, `train`): the compiled file is enough.
 """
 
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lab_code import images, preprocess
+from lab_code import images, preprocess, urlfetch
 from lab_code.artifacts import bundled_model_path, load_torchscript
 
 MAX_BATCH = 64  # lines per forward pass
@@ -26,7 +29,10 @@ MAX_BATCH = 64  # lines per forward pass
 class TextRecognizer:
     """Reads the text in an image (one line or several) with a compiled TorchScript model."""
 
-    def __init__(self, model_path: str | os.PathLike | None = None) -> None:
+    def __init__(self, model_path: str | os.PathLike | None = None,
+                 url_policy: urlfetch.UrlPolicy | None = None,
+                 limits: images.WorkLimits = images.LIMITS) -> None:
+        self.url_policy, self.limits = url_policy, limits
         self.model_path = Path(model_path) if model_path is not None else bundled_model_path()
         self.model = load_torchscript(self.model_path)
         height = int(getattr(self.model, "height", preprocess.HEIGHT))
@@ -51,9 +57,15 @@ class TextRecognizer:
         newlines, recognized together as one batch."""
         return self.predict_batch([image])[0]
 
+    def image_lines(self, image: Image.Image | str | os.PathLike) -> list[np.ndarray]:
+        """The line arrays of one input, within this recognizer's work limits (ImageInputError
+        with one sentence otherwise); URLs are fetched under its URL policy."""
+        img = images.load_image(image, url_policy=self.url_policy, limits=self.limits)
+        return images.page_lines(img, self.limits)
+
     def predict_batch(self, inputs: Sequence[Image.Image | str | os.PathLike]) -> list[str]:
         """Text of each input; all their lines go through the model as shared batches."""
-        per_image = [preprocess.line_arrays(images.load_image(x)) for x in inputs]
+        per_image = [self.image_lines(x) for x in inputs]
         flat = self.predict_lines([line for lines in per_image for line in lines])
         out, at = [], 0
         for lines in per_image:
@@ -70,13 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="PATH_OR_URL", help="image file or URL")
     parser.add_argument("--model", type=Path, default=None,
                         help="TorchScript model file (default: the bundled model)")
+    parser.add_argument(urlfetch.ALLOW_PRIVATE_FLAG, action="store_true",
+                        help="also fetch URLs on this machine or a private network, for a trusted "
+                             "local server (default: public addresses only; the same as "
+                             f"{urlfetch.ALLOW_PRIVATE_ENV}=1)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        recognizer = TextRecognizer(args.model)
+        policy = urlfetch.UrlPolicy(allow_private=True) if args.allow_private_urls else None
+        recognizer = TextRecognizer(args.model, url_policy=policy)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

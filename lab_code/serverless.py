@@ -1,9 +1,14 @@
-"""The recognizer as a serverless HTTP backend: a FastAPI app that AWS Lambda runs through Mangum
-(`handler`, for Function URL events and direct invocations) and that uvicorn serves locally.
+"""The recognizer as a serverless HTTP backend: `create_app(recognizer)` builds the FastAPI app
+that AWS Lambda runs through Mangum (`make_handler`, see `lab_code.lambda_function`) and that
+uvicorn serves locally, with the model loaded in the app's lifespan hook.
 
     python -m lab_code.serverless --port 8000      # then POST {"image": "<base64 PNG>"} to /
 
-The model loads once per process, at import time (in Lambda: the init phase of a cold start).
+It is built to face the public internet: `image_url` is fetched under lab_code.urlfetch's policy,
+every image is held to work limits before the model runs, each request has a deadline (504),
+requests waiting for the model are bounded (503 with Retry-After beyond), bodies over 6 MB are
+refused from their Content-Length (413), /health answers at once and says whether the model is
+loaded, and every error, expected or not, is JSON with one sentence.
 """
 
 from __future__ import annotations
@@ -12,31 +17,29 @@ import argparse
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
-import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from mangum import Mangum
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lab_code import images, preprocess
-from lab_code.artifacts import model_version
-from lab_code.ports import free_port, port_in_use  # noqa: F401 - part of this module's API
+from lab_code import images, preprocess, urlfetch
+from lab_code.artifacts import bundled_model_path, model_version
+from lab_code.ports import port_in_use
 from lab_code.recognizer import TextRecognizer
 
 MODEL_ENV = "MODEL_PATH"  # environment variable: a TorchScript file to serve instead of the bundled
@@ -44,39 +47,118 @@ MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit (6 MB)
 EXAMPLE = '{"image": "<base64 PNG>"}'
 
 
+@dataclass(frozen=True)
+class ServiceLimits:
+    """How much the service takes on at once, and for how long."""
+
+    deadline_s: float = 25.0  # one request, from its body to its answer (504 beyond)
+    max_waiting: int = 64  # requests admitted at once (waiting or running); 503 beyond
+    max_fetches: int = 8  # image_url downloads at once; 503 beyond (slow upstreams hold them)
+    retry_after_s: int = 2  # the Retry-After a 503 carries
+    stuck_after_s: float = 60.0  # /health says unhealthy while one model call runs longer
+    url_policy: urlfetch.UrlPolicy = field(default_factory=urlfetch.UrlPolicy)
+    work: images.WorkLimits = images.LIMITS
+
+
 class ApiError(Exception):
     """A request the service refuses: an HTTP status and one sentence for the caller."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers
 
 
-# One thread for torch's operators unless OMP_NUM_THREADS says otherwise. This service reads one
-# request at a time on a vCPU or two; a small model gains little from splitting each operator
-# across threads, and those threads wait for each other spinning, which collapses (seconds per
-# request) when the CPU is shared or throttled: a busy machine, or Lambda below 1,769 MB, which
-# gets a fraction of a vCPU.
-if "OMP_NUM_THREADS" not in os.environ:
-    torch.set_num_threads(1)
+def use_one_torch_thread() -> None:
+    """One thread for torch's operators unless OMP_NUM_THREADS says otherwise; called by the
+    entry points (the CLI, the Lambda module), never at import. This service reads one request at
+    a time on a vCPU or two; a small model gains little from splitting each operator across
+    threads, and threads that wait for each other spinning collapse (seconds per request) when the
+    CPU is shared or throttled: a busy machine, or Lambda below 1,769 MB (a fraction of a vCPU)."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
 
-# Module scope runs once per process: in Lambda, during the init phase of a cold start, so warm
-# requests reuse the loaded model.
-try:
-    RECOGNIZER = TextRecognizer(os.environ.get(MODEL_ENV) or None)
-except (FileNotFoundError, ValueError) as _err:
-    if __name__ != "__main__":
-        raise
-    sys.exit(f"error: {_err}")
-MODEL_VERSION = model_version(RECOGNIZER.model_path)
-# Every forward pass runs on this one thread, one at a time: torch already uses every core for
-# one pass, and a single thread keeps a single pool of torch's worker threads (each new thread
-# that runs the model would start a pool of its own, and they compete for the cores).
-MODEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-# One warm-up pass: TorchScript optimizes the graph on its first calls, so a cold start pays for
-# it here rather than in the first request.
-MODEL_THREAD.submit(RECOGNIZER.predict_lines,
-                    [np.zeros((preprocess.HEIGHT, 4 * preprocess.HEIGHT), np.float32)]).result()
+        torch.set_num_threads(1)
+
+
+def load_recognizer(model_path: str | os.PathLike | None = None) -> TextRecognizer:
+    """The recognizer to serve: `model_path`, else $MODEL_PATH, else the bundled model."""
+    return TextRecognizer(model_path or os.environ.get(MODEL_ENV) or None)
+
+
+def warm_up(recognizer: TextRecognizer) -> None:
+    """One pass on a blank line: TorchScript optimizes the graph on its first calls, so a cold
+    start pays for it here rather than in the first request."""
+    recognizer.predict_lines([np.zeros((preprocess.HEIGHT, 4 * preprocess.HEIGHT), np.float32)])
+
+
+class DeadlinePassed(Exception):
+    """A request's deadline passed before the model got to it: its forward pass is skipped."""
+
+
+class ModelWorker:
+    """Every forward pass runs on one thread, one at a time: torch already uses the cores for one
+    pass, and a single thread keeps a single pool of torch's worker threads. A job whose request
+    has given up (deadline passed) is skipped; `stuck_for` says how long the current pass runs."""
+
+    def __init__(self, recognizer: TextRecognizer) -> None:
+        self.recognizer = recognizer
+        self.version = model_version(recognizer.model_path)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._busy_since: float | None = None
+
+    def submit(self, lines: list[np.ndarray], deadline: float) -> Future:
+        return self._pool.submit(self._run, lines, deadline)
+
+    def _run(self, lines: list[np.ndarray], deadline: float) -> list[str]:
+        if time.monotonic() > deadline:
+            raise DeadlinePassed
+        self._busy_since = time.monotonic()
+        try:
+            return self.recognizer.predict_lines(lines)
+        finally:
+            self._busy_since = None
+
+    def stuck_for(self) -> float:
+        """Seconds the pass now running has taken (0 when idle)."""
+        since = self._busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Counter:
+    """A count of things in progress with a ceiling, safe across threads."""
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling, self.value, self._lock = ceiling, 0, threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.value >= self.ceiling:
+                return False
+            self.value += 1
+            return True
+
+    def give(self) -> None:
+        with self._lock:
+            self.value -= 1
+
+    def slot(self):
+        """Take one; returns a give-back that works once however often it is called, or None
+        when the ceiling is reached."""
+        if not self.take():
+            return None
+        given = threading.Event()
+
+        def give_once() -> None:
+            with self._lock:
+                if given.is_set():
+                    return
+                given.set()
+                self.value -= 1
+
+        return give_once
 
 
 # --- request and response shapes (they also document the API at /docs) ----------------------
@@ -85,7 +167,8 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     image: str | None = Field(None, description="a PNG or JPEG, base64-encoded or as a data URL")
-    image_url: str | None = Field(None, description="an http(s) URL of a PNG or JPEG")
+    image_url: str | None = Field(None, description="an http(s) URL of a PNG or JPEG (public "
+                                                    "addresses only)")
 
 
 class PredictResponse(BaseModel):
@@ -99,93 +182,36 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="one sentence: what went wrong and what to do")
 
 
-# --- turning a request into an image ------------------------------------------------------
-def decode_base64_image(value: str) -> bytes:
-    """Bytes of a base64 string or a `data:image/...;base64,` URL (line breaks are allowed)."""
-    data = value.strip()
-    if data.startswith("data:"):
-        header, comma, data = data.partition(",")
-        if not comma or not header.endswith(";base64"):
-            raise ApiError(400, 'The data URL in "image" must be base64, like '
-                                '"data:image/png;base64,iVBOR...".')
-    data = "".join(data.split())
-    if not data:
-        raise ApiError(400, f'Field "image" is empty: send a base64-encoded PNG or JPEG, '
-                            f"like {EXAMPLE}.")
-    try:
-        return base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise ApiError(400, 'Field "image" is not valid base64: encode the file\'s bytes, for '
-                            'example base64.b64encode(path.read_bytes()).decode().') from err
-
-
-def fetch_image_url(url: str) -> bytes:
-    """Download `image_url`; a URL that cannot be fetched is the upstream's fault (502)."""
-    if not url.lower().startswith(("http://", "https://")):
-        raise ApiError(400, 'Field "image_url" must start with http:// or https://, '
-                            f"not {url[:60]!r}.")
-    try:
-        return images.fetch_url(url)
-    except images.ImageInputError as err:
-        if err.__cause__ is not None:  # the download itself failed (DNS, refused, 404, timeout)
-            reason = type(err.__cause__).__name__
-            raise ApiError(502, f"Could not fetch image_url {url} ({reason}): check that the URL "
-                                "is public and serves an image.") from err
-        raise ApiError(413, str(err)) from err
-
-
-def image_from_request(req: PredictRequest) -> Image.Image:
-    """The PIL image a request names; oversized images are refused before they are decoded."""
+# --- turning a request into line arrays ----------------------------------------------------
+def request_bytes(req: PredictRequest, limits: ServiceLimits) -> tuple[bytes, str]:
+    """The image bytes a request carries or names, and a name for them in messages."""
     if req.image is not None and req.image_url is not None:
         raise ApiError(400, 'Send either "image" or "image_url", not both.')
     if req.image is None and req.image_url is None:
         raise ApiError(400, f'Send "image" (base64 PNG or JPEG) or "image_url" (http/https), '
                             f"like {EXAMPLE}.")
-    if req.image is not None:
-        data, name = decode_base64_image(req.image), 'The "image" field'
-    else:
-        data, name = fetch_image_url(req.image_url), req.image_url
     try:
-        return images.open_image_bytes(data, name=name)
+        if req.image is not None:
+            return images.decode_base64(req.image, 'Field "image"'), 'The "image" field'
+        return urlfetch.fetch(req.image_url, limits.url_policy), urlfetch.shown(req.image_url)
     except images.ImageInputError as err:
-        raise ApiError(422, str(err)) from err
+        raise ApiError(err.status, str(err)) from err
+    except urlfetch.UrlError as err:
+        raise ApiError(err.status, f"image_url: {err}") from err
 
 
-def recognize(img: Image.Image) -> tuple[str, int]:
-    """Text of an image and its number of lines (the same text as `TextRecognizer.predict`)."""
-    lines = preprocess.line_arrays(img)  # preprocessing runs on the request's own thread
-    texts = MODEL_THREAD.submit(RECOGNIZER.predict_lines, lines).result() if lines else []
-    return "\n".join(texts), len(lines)
-
-
-# --- the app ----------------------------------------------------------------------------------
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 404, 405, 413, 422, 500, 502)}
-# strict_content_type=False: a body sent without a Content-Type header (curl --data-binary, which
-# a Function URL then hands over base64-encoded) is still read as JSON.
-app = FastAPI(title="Text recognizer", version=MODEL_VERSION, responses=ERRORS,
-              description=f"POST {EXAMPLE} or {{\"image_url\": \"https://...\"}} to `/`.",
-              strict_content_type=False)
-
-
-@app.post("/", response_model=PredictResponse)
-def predict(req: PredictRequest, request: Request) -> PredictResponse:
-    """Read the text in one image."""
-    start = time.perf_counter()
-    img = image_from_request(req)
+def request_lines(req: PredictRequest, limits: ServiceLimits) -> list[np.ndarray]:
+    """Decode the request's image and split it into lines, within the work limits (422)."""
+    data, name = request_bytes(req, limits)
     try:
-        text, n_lines = recognize(img)
-    except Exception as err:  # noqa: BLE001 - a model failure must still answer in JSON
-        raise ApiError(500, f"The model failed on this image ({type(err).__name__}): "
-                            f"report request {request.state.request_id}.") from err
-    request.state.text_chars = len(text)
-    return PredictResponse(text=text, model_version=MODEL_VERSION, lines=n_lines,
-                           latency_ms=round((time.perf_counter() - start) * 1000, 2))
+        img = images.open_image_bytes(data, name=name, limits=limits.work)
+        return images.page_lines(img, limits.work)
+    except images.ImageInputError as err:
+        raise ApiError(err.status, str(err)) from err
 
 
-@app.get("/health")
-def health() -> dict[str, str]:
-    """Liveness check: the model is loaded."""
-    return {"status": "ok", "model_version": MODEL_VERSION}
+ERRORS = {status: {"model": ErrorResponse}
+          for status in (400, 404, 405, 413, 415, 422, 500, 502, 503, 504)}
 
 
 def error_response(status: int, message: str,
@@ -194,15 +220,118 @@ def error_response(status: int, message: str,
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-@app.exception_handler(ApiError)
+# --- the app ----------------------------------------------------------------------------------
+def create_app(recognizer: TextRecognizer | None = None, *,
+               model_path: str | os.PathLike | None = None,
+               limits: ServiceLimits | None = None) -> FastAPI:
+    """The backend's FastAPI app. Given a recognizer (Lambda, tests) it serves that one; without,
+    its lifespan hook loads `model_path` (else $MODEL_PATH, else the bundled model) at startup
+    and /health answers 503 until it is ready."""
+    limits = limits or ServiceLimits()
+    state: dict[str, Any] = {"worker": ModelWorker(recognizer) if recognizer else None}
+    waiting, fetching = Counter(limits.max_waiting), Counter(limits.max_fetches)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if state["worker"] is None:
+            loaded = await run_in_threadpool(load_recognizer, model_path)
+            await run_in_threadpool(warm_up, loaded)
+            state["worker"] = ModelWorker(loaded)
+        try:
+            yield
+        finally:
+            state["worker"].close()
+
+    # strict_content_type=False: a body sent without a Content-Type header (curl --data-binary,
+    # which a Function URL then hands over base64-encoded) is still read as JSON.
+    app = FastAPI(title="Text recognizer", responses=ERRORS, lifespan=lifespan,
+                  description=f"POST {EXAMPLE} or {{\"image_url\": \"https://...\"}} to `/`.",
+                  strict_content_type=False)
+    busy = {"Retry-After": str(limits.retry_after_s)}
+
+    def prepare(req: PredictRequest, started: threading.Event, give_fetch) -> list[np.ndarray]:
+        started.set()
+        try:
+            return request_lines(req, limits)
+        finally:
+            give_fetch()  # a download's slot comes back when it really ends, not at the 504
+
+    @app.post("/", response_model=PredictResponse)
+    async def predict(req: PredictRequest, request: Request) -> PredictResponse:
+        """Read the text in one image."""
+        start, deadline = time.perf_counter(), time.monotonic() + limits.deadline_s
+        worker: ModelWorker | None = state["worker"]
+        if worker is None:
+            raise ApiError(503, "The model is still loading: try again in a few seconds.", busy)
+        if not waiting.take():
+            raise ApiError(503, f"The service is busy ({limits.max_waiting} requests waiting): "
+                                f"try again in {limits.retry_after_s} s.", busy)
+        started, give_fetch = threading.Event(), lambda: None
+        try:
+            if req.image_url is not None:
+                give_fetch = fetching.slot()
+                if give_fetch is None:
+                    give_fetch = lambda: None  # noqa: E731 - nothing was taken
+                    raise ApiError(503, "The service is already downloading "
+                                        f"{limits.max_fetches} images: try again in "
+                                        f"{limits.retry_after_s} s.", busy)
+            try:
+                lines = await asyncio.wait_for(
+                    run_in_threadpool(prepare, req, started, give_fetch),
+                    deadline - time.monotonic())
+                texts: list[str] = []
+                if lines:
+                    job = worker.submit(lines, deadline)
+                    try:
+                        texts = await asyncio.wait_for(asyncio.wrap_future(job),
+                                                       max(0.0, deadline - time.monotonic()))
+                    finally:
+                        job.cancel()  # still queued: the model never reads it
+            except (TimeoutError, DeadlinePassed) as err:
+                raise ApiError(504, f"The request took longer than {limits.deadline_s:.0f} s: "
+                                    "send a smaller image or try again later.") from err
+        finally:
+            waiting.give()
+            if not started.is_set():  # the thread never ran: nothing else gives the slot back
+                give_fetch()
+        text = "\n".join(texts)
+        request.state.text_chars = len(text)
+        return PredictResponse(text=text, model_version=worker.version, lines=len(lines),
+                               latency_ms=round((time.perf_counter() - start) * 1000, 2))
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        """Readiness: 200 when the model is loaded and not stuck, else 503 (answered at once,
+        on the event loop, whatever the model is doing)."""
+        worker: ModelWorker | None = state["worker"]
+        if worker is None:
+            return JSONResponse({"status": "loading", "model_loaded": False}, status_code=503,
+                                headers=busy)
+        body = {"status": "ok", "model_loaded": True, "model_version": worker.version,
+                "waiting": waiting.value}
+        stuck = worker.stuck_for()
+        if stuck > limits.stuck_after_s:
+            body["status"] = "unhealthy"
+            body["error"] = f"One model call has run for {stuck:.0f} s: restart the service."
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
+
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(RequestGuard)
+    app.state.limits = limits
+    app.state.worker = lambda: state["worker"]
+    return app
+
+
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
     request.state.error = exc.message
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, headers=exc.headers)
 
 
-@app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    method, path = request.method, request.url.path
+    method, path = request.method, urlfetch.shown(request.url.path)
     if exc.status_code == 404:
         message = f"Nothing at {path}: POST your JSON to / (and GET /health to check the service)."
     elif exc.status_code == 405:
@@ -219,38 +348,37 @@ def validation_message(request: Request, exc: RequestValidationError) -> str:
     """One sentence for FastAPI's validation errors (instead of its default list of details)."""
     first = exc.errors()[0]
     kind, loc = first.get("type", ""), [str(x) for x in first.get("loc", ())]
-    field = loc[1] if len(loc) > 1 else None
+    field_name = urlfetch.shown(loc[1]) if len(loc) > 1 else None
     content_type = request.headers.get("content-type", "")
-    if kind == "missing" and field is None:
+    if kind == "missing" and field_name is None:
         return f"The request body is empty: send JSON like {EXAMPLE}."
     if kind == "json_invalid":
         return f"The request body is not valid JSON: send JSON like {EXAMPLE}."
-    if field is None and content_type and "json" not in content_type:
-        return (f"The body is {content_type.split(';')[0]}: send JSON with "
+    if field_name is None and content_type and "json" not in content_type:
+        return (f"The body is {urlfetch.shown(content_type.split(';')[0])}: send JSON with "
                 "Content-Type: application/json.")
-    if field is None:
+    if field_name is None:
         return f"The request body must be a JSON object like {EXAMPLE}."
     if kind == "extra_forbidden":
-        return f'Unknown field "{field}": send only "image" or "image_url".'
+        return f'Unknown field "{field_name}": send only "image" or "image_url".'
     if kind == "string_type":
-        return f'Field "{field}" must be a string, not {type(first.get("input")).__name__}.'
-    return f'Field "{field}" is invalid: {first.get("msg", "check its value")}.'
+        return f'Field "{field_name}" must be a string, not {type(first.get("input")).__name__}.'
+    return f'Field "{field_name}" is invalid: check its value.'
 
 
-@app.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     message = validation_message(request, exc)
     request.state.error = message
     return error_response(400, message)
 
 
-# --- one middleware: the 6 MB limit and one JSON log line per request ----------------------
+# --- one middleware: the 6 MB limit, a catch-all 500, one JSON log line per request ----------
 def request_id(scope: dict[str, Any]) -> str:
     """Lambda's request id when there is one (context, then event), else a fresh one."""
     context, event = scope.get("aws.context"), scope.get("aws.event") or {}
     rid = getattr(context, "aws_request_id", None)
     rid = rid or (event.get("requestContext") or {}).get("requestId")
-    return str(rid) if rid else uuid.uuid4().hex[:16]
+    return str(rid)[:64] if rid else uuid.uuid4().hex[:16]
 
 
 def log_request(**fields: Any) -> None:
@@ -258,9 +386,18 @@ def log_request(**fields: Any) -> None:
     print(json.dumps(fields, ensure_ascii=False), flush=True)
 
 
+def _declared_length(scope: dict[str, Any]) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-length" and value.isdigit():
+            return int(value)
+    return None
+
+
 class RequestGuard:
-    """ASGI middleware: refuses bodies over MAX_BODY_BYTES with 413 before the app parses them,
-    adds an x-request-id header, and logs status, latency, size and text length."""
+    """ASGI middleware: refuses bodies over MAX_BODY_BYTES with 413 (from the Content-Length
+    header before reading anything, else while reading), turns any unexpected exception into a
+    JSON 500 with the request id (never a traceback), adds an x-request-id header, and logs
+    status, latency, size and text length."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -269,38 +406,52 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start, status = time.perf_counter(), 500
+        start, status, started = time.perf_counter(), 500, False
         state = scope.setdefault("state", {})
         state["request_id"] = rid = request_id(scope)
 
         async def send_with_id(message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
-        chunks, size, complete = [], 0, False
-        while not complete:  # read the whole body, keeping at most MAX_BODY_BYTES of it
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size <= MAX_BODY_BYTES:
-                chunks.append(chunk)
-            complete = not message.get("more_body", False)
+        size = _declared_length(scope) or 0
         try:
-            if size > MAX_BODY_BYTES:
-                state["error"] = (f"The request is {size:,} bytes, over Lambda's 6 MB "
-                                  f"({MAX_BODY_BYTES:,} bytes) limit: send a smaller image.")
-                await error_response(413, state["error"])(scope, receive, send_with_id)
-            else:
-                await self.app(scope, _replay(b"".join(chunks), receive), send_with_id)
+            if size > MAX_BODY_BYTES:  # refused before a byte of the body is read
+                await self._too_large(state, size, scope, receive, send_with_id)
+                return
+            chunks, size, complete = [], 0, False
+            while not complete:  # read the whole body, keeping at most MAX_BODY_BYTES of it
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    await self._too_large(state, size, scope, receive, send_with_id)
+                    return
+                chunks.append(chunk)
+                complete = not message.get("more_body", False)
+            await self.app(scope, _replay(b"".join(chunks), receive), send_with_id)
+        except Exception as err:  # anything unexpected: JSON, one sentence, no traceback
+            state["error"] = (f"Something went wrong on the server ({type(err).__name__}): "
+                              f"report request {rid}.")
+            if not started:
+                await error_response(500, state["error"])(scope, receive, send_with_id)
         finally:
-            log_request(request_id=rid, method=scope["method"], path=scope["path"], status=status,
+            log_request(request_id=rid, method=scope["method"],
+                        path=urlfetch.shown(scope["path"]), status=status,
                         latency_ms=round((time.perf_counter() - start) * 1000, 2), bytes=size,
                         text_chars=state.get("text_chars"), error=state.get("error"))
+
+    @staticmethod
+    async def _too_large(state, size, scope, receive, send) -> None:
+        state["error"] = (f"The request is over {size:,} bytes, more than Lambda's 6 MB "
+                          f"({MAX_BODY_BYTES:,} bytes) limit: send a smaller image.")
+        await error_response(413, state["error"], headers={"connection": "close"})(
+            scope, receive, send)
 
 
 def _replay(body: bytes, receive):
@@ -317,13 +468,7 @@ def _replay(body: bytes, receive):
     return replay
 
 
-app.add_middleware(RequestGuard)
-
-
-# --- the Lambda entry point -----------------------------------------------------------------
-_mangum = Mangum(app, lifespan="off")
-
-
+# --- Lambda: the app behind Mangum ------------------------------------------------------------
 def direct_event(payload: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Wrap the JSON of a direct invocation (`aws lambda invoke`) as a Function URL POST to /."""
     rid = getattr(context, "aws_request_id", None) or uuid.uuid4().hex[:16]
@@ -349,103 +494,82 @@ def lambda_error(status: int, message: str) -> dict[str, Any]:
             "body": json.dumps({"error": message}), "isBase64Encoded": False}
 
 
-_loops = threading.local()  # one asyncio loop per thread that calls the handler, reused
+def make_handler(app: FastAPI):
+    """An AWS Lambda handler(event, context) for `app`. It takes a Function URL event (payload
+    2.0) or, for a direct invocation, the request JSON itself; returns a Function URL response
+    either way: {"statusCode", "headers", "body": "<JSON string>", "isBase64Encoded"}."""
+    from mangum import Mangum
 
+    mangum = Mangum(app, lifespan="off")  # the recognizer is loaded already: nothing to start
+    loops = threading.local()  # one asyncio loop per thread that calls the handler, reused
 
-def _run_mangum(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Mangum runs the app on the thread's current asyncio loop. Give it one of its own (after an
-    asyncio.run() there is none), and inside a running loop (a Jupyter cell), a worker thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # the usual case: Lambda, scripts, tests
-        loop = getattr(_loops, "loop", None)
-        if loop is None or loop.is_closed():
-            loop = _loops.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        return _mangum(event, context)
-
-    def in_new_loop() -> dict[str, Any]:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
+    def run_mangum(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """Mangum runs the app on the thread's current asyncio loop. Give it one of its own
+        (after an asyncio.run() there is none), and inside a running loop (a Jupyter cell), a
+        worker thread."""
         try:
-            return _mangum(event, context)
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: Lambda, scripts, tests
+            loop = getattr(loops, "loop", None)
+            if loop is None or loop.is_closed():
+                loop = loops.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            return mangum(event, context)
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(in_new_loop).result()
+        def in_new_loop() -> dict[str, Any]:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                return mangum(event, context)
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
 
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(in_new_loop).result()
 
-def handler(event: Any, context: Any = None) -> dict[str, Any]:
-    """AWS Lambda entry point. Takes a Function URL event (payload 2.0) or, for a direct
-    invocation, the request JSON itself; returns a Function URL response either way:
-    {"statusCode", "headers", "body": "<JSON string>", "isBase64Encoded"}."""
-    if not isinstance(event, dict):
-        return lambda_error(400, f"The event must be a JSON object like {EXAMPLE}.")
-    if "requestContext" not in event:  # direct invocation: the event is the request body
-        event = direct_event(event, context)
-    elif event.get("isBase64Encoded"):
+    def handler(event: Any, context: Any = None) -> dict[str, Any]:
+        if not isinstance(event, dict):
+            return lambda_error(400, f"The event must be a JSON object like {EXAMPLE}.")
+        if "requestContext" not in event:  # direct invocation: the event is the request body
+            event = direct_event(event, context)
+        elif event.get("isBase64Encoded"):
+            try:
+                base64.b64decode(event.get("body") or "", validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                return lambda_error(400, "The event says isBase64Encoded but its body is not "
+                                         "base64.")
         try:
-            base64.b64decode(event.get("body") or "", validate=True)
-        except (binascii.Error, ValueError, TypeError):
-            return lambda_error(400, "The event says isBase64Encoded but its body is not base64.")
-    try:
-        return _run_mangum(event, context)
-    except Exception as err:  # noqa: BLE001 - a malformed event must not crash the function
-        return lambda_error(400, f"The event is not a Function URL request ({type(err).__name__}): "
-                                 f"send a Function URL event or a JSON object like {EXAMPLE}.")
+            return run_mangum(event, context)
+        except Exception as err:  # a malformed event must not crash the function
+            return lambda_error(400, f"The event is not a Function URL request "
+                                     f"({type(err).__name__}): send a Function URL event or a "
+                                     f"JSON object like {EXAMPLE}.")
+
+    return handler
 
 
 # --- local service --------------------------------------------------------------------------
-def start_background(args: list[str], ready_url: str, log: str | os.PathLike,
-                     timeout: float = 120.0) -> subprocess.Popen:
-    """Run `python -m ARGS...` in the background (output to the file `log`) and return once
-    `ready_url` answers; stop it with `stop_background`. Used for the service and the UI."""
-    package_root = str(Path(__file__).resolve().parents[1])  # this lab_code, installed or not
-    paths = [package_root, os.environ.get("PYTHONPATH")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", *args], stdout=out,
-                                stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = Path(log).read_text(errors="replace").strip().splitlines()[-3:]
-            raise RuntimeError(f"`python -m {' '.join(args)}` exited with code {proc.returncode}: "
-                               + " | ".join(tail))
-        try:
-            if requests.get(ready_url, timeout=2).status_code < 500:
-                return proc
-        except requests.RequestException:
-            time.sleep(0.2)
-    stop_background(proc)
-    raise RuntimeError(f"`python -m {' '.join(args)}` did not answer at {ready_url} within "
-                       f"{timeout:.0f} s: see {log}.")
-
-
-def stop_background(proc: subprocess.Popen, timeout: float = 15.0) -> int:
-    """Stop a process from `start_background` (SIGTERM, then SIGKILL) and return its exit code."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout)
-    return proc.returncode
-
-
 def build_parser() -> argparse.ArgumentParser:
+    defaults = ServiceLimits()
     parser = argparse.ArgumentParser(
         prog="python -m lab_code.serverless",
         description="Serve the Lambda backend's FastAPI app over HTTP with uvicorn, so it can be "
                     f"called like a Function URL: POST {EXAMPLE} to http://HOST:PORT/.",
-        epilog=f"Environment: {MODEL_ENV} = a TorchScript model file to serve (default: bundled).",
+        epilog=f"Environment: {MODEL_ENV} = a TorchScript model file to serve (default: bundled); "
+               f"{urlfetch.ALLOW_PRIVATE_ENV}=1 = the same as {urlfetch.ALLOW_PRIVATE_FLAG}.",
     )
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument(urlfetch.ALLOW_PRIVATE_FLAG, action="store_true",
+                        help="let image_url reach this machine and private networks, for a "
+                             "trusted local demo (default: public addresses only)")
+    parser.add_argument("--deadline", type=float, default=defaults.deadline_s, metavar="SECONDS",
+                        help=f"answer 504 after this long (default: {defaults.deadline_s:.0f})")
+    parser.add_argument("--max-waiting", type=int, default=defaults.max_waiting, metavar="N",
+                        help="answer 503 when this many requests are already in progress "
+                             f"(default: {defaults.max_waiting})")
     return parser
 
 
@@ -455,11 +579,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: port {args.port} on {args.host} is already in use: stop the other server "
               "or pass another --port.", file=sys.stderr)
         return 1
+    model_path = Path(os.environ.get(MODEL_ENV) or bundled_model_path())
+    if not model_path.is_file():
+        print(f"error: No model file at {model_path}: run `make model` or set {MODEL_ENV} to a "
+              ".pt TorchScript file.", file=sys.stderr)
+        return 1
     import uvicorn
 
-    print(f"Serving model {MODEL_VERSION} on http://{args.host}:{args.port}/ "
+    use_one_torch_thread()
+    policy = replace(urlfetch.UrlPolicy(), allow_private=True) if args.allow_private_urls else None
+    limits = replace(ServiceLimits(), deadline_s=args.deadline, max_waiting=args.max_waiting,
+                     **({"url_policy": policy} if policy else {}))
+    app = create_app(model_path=model_path, limits=limits)
+    print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}/ "
           f"(POST JSON, GET /health, docs at /docs); Ctrl+C stops it.", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=5)
     return 0
 
 

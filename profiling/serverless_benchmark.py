@@ -62,19 +62,22 @@ def summary(ms: list[float]) -> dict[str, float]:
 
 
 def run(image: Path, n: int, warmup: int, url: str | None) -> dict:
-    from lab_code import serverless  # loads the model once, like a Lambda cold start
+    from lab_code import lambda_function as lam  # loads the model once, like a cold start
+    from lab_code import serverless
     from lab_code.images import load_image
+    from lab_code.ports import free_port
+    from lab_code.processes import start_background, stop_background
 
     img = load_image(image)
     payload = {"image": base64.b64encode(image.read_bytes()).decode()}
     event = serverless.direct_event(payload)
     proc = None
     if url is None:
-        port = serverless.free_port()
+        port = free_port()
         log = Path(tempfile.gettempdir()) / "serverless_benchmark.log"
         url = f"http://127.0.0.1:{port}/"
-        proc = serverless.start_background(["lab_code.serverless", "--port", str(port)],
-                                           url + "health", log)
+        proc = start_background(["lab_code.serverless", "--port", str(port)],
+                                url + "health", log)
     server_ms: list[float] = []
     try:
         with requests.Session() as session, open(os.devnull, "w") as devnull:
@@ -86,16 +89,16 @@ def run(image: Path, n: int, warmup: int, url: str | None) -> dict:
 
             def handler() -> None:
                 with contextlib.redirect_stdout(devnull):  # its JSON log line, not the table
-                    serverless.handler(event)
+                    lam.handler(event)
 
             ms = timed_interleaved({
-                "predict (in process)": lambda: serverless.RECOGNIZER.predict(img),
+                "predict (in process)": lambda: lam.RECOGNIZER.predict(img),
                 "handler (in process: Mangum + FastAPI)": handler,
                 "HTTP round trip (requests -> uvicorn)": post,
             }, n, warmup)
     finally:
         if proc is not None:
-            serverless.stop_background(proc)
+            stop_background(proc)
     rows = {name: summary(values) for name, values in ms.items()}
     rows["endpoint only (latency_ms in the response)"] = summary(server_ms[warmup:])
     base, http = rows["predict (in process)"], rows["HTTP round trip (requests -> uvicorn)"]
@@ -111,7 +114,7 @@ def run(image: Path, n: int, warmup: int, url: str | None) -> dict:
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "os": platform.system(), "arch": platform.machine()},
-        "model_version": serverless.MODEL_VERSION,
+        "model_version": lam.app.state.worker().version,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
