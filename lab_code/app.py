@@ -49,7 +49,8 @@ A small convolutional + recurrent network, trained on synthetic text lines and c
 TorchScript, reads each line of the picture; a page is split into lines first. It was trained on
 printed English text in a few fonts: handwriting, photos of screens and unusual fonts will
 come out garbled. Pictures larger than {preprocess.MAX_SIDE} pixels on a side are scaled down first;
-uploads over {MAX_UPLOAD_MB} MB, or pictures of more than {images.LIMITS.max_lines} lines, are refused.
+uploads over {MAX_UPLOAD_MB} MB, or pictures of more than {images.LIMITS.max_lines} lines,
+are refused.
 
 This page is also an API: see "Use via API" at the bottom, or call it with `gradio_client`.
 """
