@@ -1,6 +1,8 @@
-"""The Lambda backend: Function URL events through `handler`, direct invocations, every bad request
-(through `handler` and over real HTTP against `python -m lab_code.serverless`), a 64-request load
-test, and the benchmark script. The Gradio frontend in front of it: test_serverless_frontend.py."""
+"""The Lambda backend: Function URL events through a handler built by `make_handler(create_app())`,
+direct invocations, every bad request (through the handler and over real HTTP against
+`python -m lab_code.serverless`), the Lambda entry module, a 64-request load test, and the
+benchmark script. What a public endpoint meets (SSRF, work bombs, slow upstreams, floods):
+test_public_serving.py and test_soak.py. The Gradio frontend in front: test_serverless_frontend.py."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import functools
 import http.server
 import importlib.util
 import io
@@ -29,13 +32,29 @@ import requests
 from PIL import Image
 from stand_ins import serve_http
 
-from lab_code import data, serverless
+from lab_code import data, serverless, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
+from lab_code.ports import free_port
+from lab_code.processes import start_background, stop_background
 from lab_code.recognizer import TextRecognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "lambda"
 FIXTURE_NAMES = ("post_image", "post_base64_body", "get_browser", "post_bad_body")
+
+
+@functools.cache
+def backend() -> SimpleNamespace:
+    """One recognizer (bundled model, warmed up), its app and a Lambda handler for the module,
+    as lab_code.lambda_function builds them at import."""
+    recognizer = serverless.load_recognizer()
+    serverless.warm_up(recognizer)
+    app = serverless.create_app(recognizer)
+    return SimpleNamespace(recognizer=recognizer, app=app, handler=serverless.make_handler(app))
+
+
+def handler(event, context=None):
+    return backend().handler(event, context)
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -113,7 +132,7 @@ BAD_REQUESTS = [
      "8000x8000 pixels"),
     ("over-6-mb", "POST", "/", OVER_6_MB, "application/json", 413, "over Lambda's 6 MB"),
     ("ftp-url", "POST", "/", '{"image_url": "ftp://example.com/line.png"}', "application/json", 400,
-     "must start with http:// or https://"),
+     "Only http:// and https://"),
     ("post-health", "POST", "/health", "", None, 405, "use GET"),
 ]
 
@@ -128,16 +147,16 @@ def assert_one_sentence_error(status: int, body: dict, want_status: int, phrase:
 
 def closed_port() -> int:
     """A port nothing listens on: connecting to it is refused at once."""
-    return serverless.free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
 def recognizer() -> TextRecognizer:
-    """The service's own TextRecognizer (bundled model, already warm): its `predict` is what every
+    """The backend's own TextRecognizer (bundled model, already warm): its `predict` is what every
     answer must match."""
-    assert isinstance(serverless.RECOGNIZER, TextRecognizer)
-    assert serverless.RECOGNIZER.model_path == bundled_model_path()
-    return serverless.RECOGNIZER
+    loaded = backend().recognizer
+    assert isinstance(loaded, TextRecognizer) and loaded.model_path == bundled_model_path()
+    return loaded
 
 
 # --- the fixtures are real Function URL events -------------------------------------------------
@@ -177,7 +196,7 @@ def fixture_image(name: str) -> Image.Image:
 @pytest.mark.parametrize("name", ["post_image", "post_base64_body"])
 def test_handler_reads_the_fixture_image_like_the_recognizer(name, recognizer):
     ev = event(name)
-    resp = serverless.handler(ev, None)
+    resp = handler(ev, None)
     assert resp["statusCode"] == 200 and resp["headers"]["content-type"] == "application/json"
     assert resp["headers"]["x-request-id"] == ev["requestContext"]["requestId"]
     body = json.loads(resp["body"])
@@ -188,16 +207,16 @@ def test_handler_reads_the_fixture_image_like_the_recognizer(name, recognizer):
 
 
 def test_handler_answers_the_get_and_bad_body_fixtures_with_json_errors():
-    get = serverless.handler(event("get_browser"), None)
+    get = handler(event("get_browser"), None)
     assert_one_sentence_error(get["statusCode"], json.loads(get["body"]), 405, "use POST")
-    bad = serverless.handler(event("post_bad_body"), None)
+    bad = handler(event("post_bad_body"), None)
     assert_one_sentence_error(bad["statusCode"], json.loads(bad["body"]), 400, "not valid JSON")
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
 def test_handler_refuses_bad_requests_with_one_sentence(case):
     _, method, path, body, content_type, status, phrase = case
-    resp = serverless.handler(url_event(body, method, path, content_type), None)
+    resp = handler(url_event(body, method, path, content_type), None)
     assert_one_sentence_error(resp["statusCode"], json.loads(resp["body"]), status, phrase)
 
 
@@ -209,14 +228,14 @@ def test_a_decompression_bomb_is_refused_before_any_pixel_is_decoded(monkeypatch
     monkeypatch.setattr("PIL.ImageFile.ImageFile.load", no_decoding)
     bomb = png_header_only(20000, 20000)
     assert len(bomb) < 100
-    resp = serverless.handler({"image": b64(bomb)}, None)
+    resp = handler({"image": b64(bomb)}, None)
     assert resp["statusCode"] == 422 and "pixels" in json.loads(resp["body"])["error"]
 
 
 def test_handler_refuses_a_body_marked_base64_that_is_not():
     ev = url_event("{not base64}")
     ev["isBase64Encoded"] = True
-    resp = serverless.handler(ev, None)
+    resp = handler(ev, None)
     assert_one_sentence_error(resp["statusCode"], json.loads(resp["body"]), 400, "not base64")
 
 
@@ -227,7 +246,7 @@ def test_handler_refuses_a_body_marked_base64_that_is_not():
     {"version": "1.0", "requestContext": {}, "body": "{}"},
 ])
 def test_handler_never_raises_on_malformed_events(bad_event):
-    resp = serverless.handler(bad_event, None)
+    resp = handler(bad_event, None)
     assert resp["statusCode"] == 400
     assert list(json.loads(resp["body"])) == ["error"]
 
@@ -251,19 +270,22 @@ def serve_file(raw: bytes):
         yield base
 
 
-def test_image_url_is_fetched_and_read(recognizer):
+def test_image_url_is_fetched_and_read(recognizer, monkeypatch):
+    monkeypatch.setenv(urlfetch.ALLOW_PRIVATE_ENV, "1")  # the file server is on this machine
     with serve_file(LINE) as base:
-        ok = serverless.handler({"image_url": f"{base}/line.png"}, None)
-        missing = serverless.handler({"image_url": f"{base}/nothing.png"}, None)
+        ok = handler({"image_url": f"{base}/line.png"}, None)
+        missing = handler({"image_url": f"{base}/nothing.png"}, None)
     assert ok["statusCode"] == 200
     assert json.loads(ok["body"])["text"] == recognizer.predict(Image.open(io.BytesIO(LINE)))
     assert_one_sentence_error(missing["statusCode"], json.loads(missing["body"]), 502,
-                              "Could not fetch image_url")
+                              "HTTP 404")
 
 
-def test_an_unreachable_image_url_is_a_502():
-    resp = serverless.handler({"image_url": f"http://127.0.0.1:{closed_port()}/x.png"}, None)
-    assert_one_sentence_error(resp["statusCode"], json.loads(resp["body"]), 502, "ConnectionError")
+def test_an_unreachable_image_url_is_a_502(monkeypatch):
+    monkeypatch.setenv(urlfetch.ALLOW_PRIVATE_ENV, "1")
+    resp = handler({"image_url": f"http://127.0.0.1:{closed_port()}/x.png"}, None)
+    assert_one_sentence_error(resp["statusCode"], json.loads(resp["body"]), 502,
+                              "Could not fetch")
 
 
 INVOKE = "/2015-03-31/functions/function/invocations"  # the Lambda emulator's invocation route
@@ -280,7 +302,7 @@ def lambda_emulator():
             length = int(self.headers.get("content-length", 0))
             ev = json.loads(self.rfile.read(length))
             ctx = SimpleNamespace(aws_request_id="emulated-request-1")
-            out = json.dumps(serverless.handler(ev, ctx)).encode() if self.path == INVOKE else b""
+            out = json.dumps(handler(ev, ctx)).encode() if self.path == INVOKE else b""
             self.send_response(200 if out else 404)
             self.end_headers()
             self.wfile.write(out)
@@ -314,11 +336,11 @@ def test_invoking_through_the_emulator_route_as_docker_readme_shows(tmp_path, re
 # --- direct invocation, context, logs, model loaded once --------------------------------------
 def test_direct_invocation_gets_a_function_url_style_response(recognizer):
     ctx = SimpleNamespace(aws_request_id="req-direct-123")
-    resp = serverless.handler({"image": b64(LINE)}, ctx)
+    resp = handler({"image": b64(LINE)}, ctx)
     assert resp["statusCode"] == 200 and resp["isBase64Encoded"] is False
     assert resp["headers"]["x-request-id"] == "req-direct-123"
     assert json.loads(resp["body"])["text"] == recognizer.predict(Image.open(io.BytesIO(LINE)))
-    empty = serverless.handler({}, ctx)
+    empty = handler({}, ctx)
     assert_one_sentence_error(empty["statusCode"], json.loads(empty["body"]), 400, 'Send "image"')
 
 
@@ -326,14 +348,14 @@ def test_data_urls_and_wrapped_base64_are_accepted(recognizer):
     expected = recognizer.predict(Image.open(io.BytesIO(LINE)))
     wrapped = "\n".join(b64(LINE)[i:i + 76] for i in range(0, len(b64(LINE)), 76))
     for image in (f"data:image/png;base64,{b64(LINE)}", wrapped, b64(LINE).rstrip("=")):
-        resp = serverless.handler({"image": image}, None)
+        resp = handler({"image": image}, None)
         assert json.loads(resp["body"])["text"] == expected
 
 
 def test_one_json_log_line_per_request_with_the_lambda_request_id(capsys):
     ctx = SimpleNamespace(aws_request_id="req-log-42")
-    serverless.handler(event("post_image"), ctx)
-    serverless.handler({"image": "???"}, None)
+    handler(event("post_image"), ctx)
+    handler({"image": "???"}, None)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2
     ok, bad = lines
@@ -343,7 +365,7 @@ def test_one_json_log_line_per_request_with_the_lambda_request_id(capsys):
 
 
 def test_the_model_is_loaded_once_not_per_request(monkeypatch):
-    loaded = serverless.RECOGNIZER
+    loaded = backend().app.state.worker().recognizer
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a request loaded the model")
@@ -351,13 +373,13 @@ def test_the_model_is_loaded_once_not_per_request(monkeypatch):
     monkeypatch.setattr(TextRecognizer, "__init__", no_loading)
     monkeypatch.setattr("lab_code.recognizer.load_torchscript", no_loading)
     for _ in range(2):
-        assert serverless.handler({"image": b64(LINE)}, None)["statusCode"] == 200
-    assert serverless.RECOGNIZER is loaded
+        assert handler({"image": b64(LINE)}, None)["statusCode"] == 200
+    assert backend().app.state.worker().recognizer is loaded
 
 
 def test_handler_works_inside_a_running_event_loop_like_a_notebook_cell():
     async def cell():
-        return serverless.handler(event("post_image"), None)
+        return handler(event("post_image"), None)
 
     assert asyncio.run(cell())["statusCode"] == 200
 
@@ -366,18 +388,35 @@ def test_a_model_failure_is_a_json_500_not_a_crash(monkeypatch):
     def broken(lines):
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr(serverless.RECOGNIZER, "predict_lines", broken)
-    resp = serverless.handler({"image": b64(LINE)}, None)
+    monkeypatch.setattr(backend().recognizer, "predict_lines", broken)
+    resp = handler({"image": b64(LINE)}, None)
     assert_one_sentence_error(resp["statusCode"], json.loads(resp["body"]), 500, "RuntimeError")
+    assert resp["headers"]["x-request-id"] in json.loads(resp["body"])["error"]
 
 
-def test_importing_the_backend_never_imports_the_training_side_or_the_ui():
+def test_importing_the_backend_library_changes_nothing_in_the_process():
+    """No model loaded, no thread started, torch's thread count untouched, no exit."""
+    code = (
+        "import threading, torch\n"
+        "torch.set_num_threads(2); before = threading.active_count()\n"
+        "from lab_code import serverless\n"
+        "assert torch.get_num_threads() == 2, torch.get_num_threads()\n"
+        "assert threading.active_count() == before\n"
+        "assert not hasattr(serverless, 'RECOGNIZER') and not hasattr(serverless, 'handler')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_lambda_entry_module_loads_the_model_at_import_and_not_the_ui():
     code = (
         "import json, sys, torch\n"
-        "from lab_code import serverless\n"
+        "from lab_code import lambda_function\n"
         "assert torch.get_num_threads() == 1, torch.get_num_threads()  # unless OMP_NUM_THREADS\n"
+        "assert lambda_function.app.state.worker() is not None  # loaded in the init phase\n"
         f"ev = json.load(open({str(FIXTURES / 'post_image.json')!r}))\n"
-        "assert serverless.handler(ev, None)['statusCode'] == 200\n"
+        "assert lambda_function.handler(ev, None)['statusCode'] == 200\n"
         "bad = [m for m in ('lab_code.data', 'lab_code.model', 'lab_code.train', 'gradio',\n"
         "                   'matplotlib', 'uvicorn') if m in sys.modules]\n"
         "assert not bad, bad\n"
@@ -395,7 +434,8 @@ def test_help_shows_host_and_port(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "python -m lab_code.serverless" in out and "--host" in out and "--port" in out
-    assert serverless.MODEL_ENV in out
+    assert serverless.MODEL_ENV in out and urlfetch.ALLOW_PRIVATE_ENV in out
+    assert "--allow-private-urls" in out and "--deadline" in out and "--max-waiting" in out
 
 
 def test_a_port_in_use_is_one_sentence_and_a_nonzero_exit(capsys):
@@ -421,15 +461,14 @@ def test_a_missing_model_file_is_one_sentence_and_a_nonzero_exit(tmp_path):
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """The local service on a free port, as the notebook starts it; stopped after the module."""
-    port = serverless.free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("service") / "serverless.log"
     url = f"http://127.0.0.1:{port}/"
-    proc = serverless.start_background(["lab_code.serverless", "--port", str(port)], url + "health",
-                                       log)
+    proc = start_background(["lab_code.serverless", "--port", str(port)], url + "health", log)
     try:
         yield SimpleNamespace(url=url, port=port, log=log)
     finally:
-        assert serverless.stop_background(proc) is not None
+        assert stop_background(proc) is not None
 
 
 def test_service_answers_like_the_handler(service, recognizer):
@@ -439,10 +478,11 @@ def test_service_answers_like_the_handler(service, recognizer):
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
     body = resp.json()
     assert body["text"] == recognizer.predict(fixture_image("post_image"))
-    in_process = json.loads(serverless.handler(ev, None)["body"])
+    in_process = json.loads(handler(ev, None)["body"])
     assert body == {**in_process, "latency_ms": body["latency_ms"]}
     health = requests.get(service.url + "health", timeout=10).json()
-    assert health == {"status": "ok", "model_version": body["model_version"]}
+    assert health == {"status": "ok", "model_loaded": True,
+                      "model_version": body["model_version"], "waiting": 0}
     # a body without Content-Type (what a Function URL base64-encodes) is still read as JSON
     bare = requests.post(service.url, data=ev["body"].encode(), timeout=60)
     assert bare.status_code == 200 and bare.json()["text"] == body["text"]
@@ -467,10 +507,10 @@ def test_service_refuses_a_streamed_body_over_6_mb(service):
     assert_one_sentence_error(resp.status_code, resp.json(), 413, "6 MB")
 
 
-def test_service_unreachable_image_url_is_a_502(service):
+def test_service_refuses_an_image_url_on_this_machine_without_the_opt_in(service):
     resp = requests.post(service.url, json={"image_url": f"http://127.0.0.1:{closed_port()}/a.png"},
                          timeout=60)
-    assert_one_sentence_error(resp.status_code, resp.json(), 502, "Could not fetch image_url")
+    assert_one_sentence_error(resp.status_code, resp.json(), 400, "internal address")
 
 
 def test_service_logs_one_json_line_per_request(service):

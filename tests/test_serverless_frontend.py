@@ -13,7 +13,8 @@ from PIL import Image
 
 from lab_code import data
 from lab_code.recognizer import TextRecognizer
-from lab_code.serverless import free_port, start_background, stop_background
+from lab_code.ports import free_port
+from lab_code.processes import start_background, stop_background
 
 ROOT = Path(__file__).resolve().parents[1]
 
