@@ -39,9 +39,11 @@ def test_path_pil_and_modes_agree(recognizer, line_png):
     assert recognizer.predict_batch([line_png, str(line_png)]) == [text, text]
 
 
-def test_http_url_input(recognizer, line_png):
+def test_http_url_input(recognizer, line_png, monkeypatch):
     import functools
     import http.server
+
+    monkeypatch.setenv("LAB_ALLOW_PRIVATE_URLS", "1")  # the server is on this machine: opt in
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler,
                                 directory=str(line_png.parent))

@@ -2,7 +2,8 @@
 direct invocations, every bad request (through the handler and over real HTTP against
 `python -m lab_code.serverless`), the Lambda entry module, a 64-request load test, and the
 benchmark script. What a public endpoint meets (SSRF, work bombs, slow upstreams, floods):
-test_public_serving.py and test_soak.py. The Gradio frontend in front: test_serverless_frontend.py."""
+test_public_serving.py and test_soak.py. The Gradio frontend in front of it:
+test_serverless_frontend.py."""
 
 from __future__ import annotations
 

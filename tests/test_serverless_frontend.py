@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from lab_code import data
-from lab_code.recognizer import TextRecognizer
 from lab_code.ports import free_port
 from lab_code.processes import start_background, stop_background
+from lab_code.recognizer import TextRecognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,554 @@
+"""What a public endpoint meets, probed as an attacker would, on 127.0.0.1 only: SSRF (a loopback
+canary server that must receive no request), work bombs, slow and huge upstreams, floods, stuck
+models and unexpected errors. Each probe runs through the Lambda handler and over HTTP against
+`python -m lab_code.serverless`; each answer is JSON with one sentence and a 4xx/5xx status.
+
+Run with `-s` to see the table of probes (input, status, seconds)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.server
+import io
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from stand_ins import serve_http
+
+from lab_code import data, images, serverless, urlfetch
+from lab_code.ports import free_port
+from lab_code.processes import start_background, stop_background
+
+TIMEOUT = 60  # generous, only so that a broken guard fails instead of hanging
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def stripes(side: int) -> bytes:
+    """A tiny PNG of alternating black and white rows: `side // 2` one-pixel "lines"."""
+    arr = np.full((side, side), 255, np.uint8)
+    arr[::2] = 0
+    return png(Image.fromarray(arr))
+
+
+LINE = png(data.render("a well behaved line", data.Style.clean(data.fonts()[0], size=28)))
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+# --- the test's own loopback servers ----------------------------------------------------------
+@contextlib.contextmanager
+def canary(body: bytes = LINE):
+    """A server that records every request it gets and answers with a PNG."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the name http.server calls
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("content-type", "image/png")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    with serve_http(Handler) as base:
+        yield SimpleNamespace(base=base, port=int(base.rsplit(":", 1)[1]), hits=hits)
+
+
+@contextlib.contextmanager
+def serve_on(host: str, handler):
+    """Like stand_ins.serve_http, on another loopback address (127.0.0.2 is this machine too)."""
+    server = http.server.ThreadingHTTPServer((host, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@contextlib.contextmanager
+def upstream(kind: str, target: str = "", host: str = "127.0.0.1"):
+    """Misbehaving upstreams: `trickle` (one byte every 0.5 s, forever), `huge` (claims 500 MB),
+    `html` (not an image), `redirect` (302 to `target`), `loop` (redirects to itself)."""
+    stop = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the name http.server calls
+            if kind in ("redirect", "loop"):
+                self.send_response(302)
+                self.send_header("location", target if kind == "redirect" else self.path + "x")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("content-type", "text/html" if kind == "html" else "image/png")
+            if kind == "huge":
+                self.send_header("content-length", str(500 * 2**20))
+            self.end_headers()
+            try:
+                if kind == "html":
+                    self.wfile.write(b"<html>hello</html>")
+                while kind in ("trickle", "huge") and not stop.is_set():
+                    self.wfile.write(b"\x89" if kind == "trickle" else b"\0" * 65536)
+                    self.wfile.flush()
+                    stop.wait(0.5 if kind == "trickle" else 0.01)
+            except OSError:  # the service hung up: that is the point
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    try:
+        with serve_on(host, Handler) as base:
+            yield base
+    finally:
+        stop.set()
+
+
+def ssrf_urls(port: int) -> dict[str, str]:
+    """The forms of "this machine" an attacker tries."""
+    return {
+        "127.0.0.1": f"http://127.0.0.1:{port}/secret.png",
+        "localhost": f"http://localhost:{port}/secret.png",
+        "decimal 2130706433": f"http://2130706433:{port}/secret.png",
+        "hex 0x7f.1": f"http://0x7f.1:{port}/secret.png",
+        "short 127.1": f"http://127.1:{port}/secret.png",
+        "0.0.0.0": f"http://0.0.0.0:{port}/secret.png",
+        "IPv6 [::1]": f"http://[::1]:{port}/secret.png",
+        "IPv4-mapped [::ffff:127.0.0.1]": f"http://[::ffff:127.0.0.1]:{port}/secret.png",
+        "upper-case scheme HTTP://": f"HTTP://127.0.0.1:{port}/secret.png",
+    }
+
+
+ELSEWHERE = {  # refused before anything is contacted (nothing listens there here anyway)
+    "metadata 169.254.169.254": "http://169.254.169.254/latest/meta-data/iam/",
+    "private 10.0.0.1": "http://10.0.0.1/x.png",
+    "private 192.168.1.1": "http://192.168.1.1/x.png",
+    "shared 100.64.0.1": "http://100.64.0.1/x.png",
+    "multicast 224.0.0.1": "http://224.0.0.1/x.png",
+    "link-local IPv6 [fe80::1]": "http://[fe80::1]/x.png",
+    "300-character host label": f"http://{'a' * 300}.example.com/x.png",
+    "file:// scheme": "file:///etc/passwd",
+    "gopher:// scheme": "gopher://127.0.0.1:25/x",
+}
+
+
+@pytest.fixture(scope="module")
+def backend():
+    recognizer = serverless.load_recognizer()
+    serverless.warm_up(recognizer)
+    app = serverless.create_app(recognizer)
+    return SimpleNamespace(recognizer=recognizer, app=app, handler=serverless.make_handler(app))
+
+
+def call(backend, payload: dict) -> tuple[int, dict]:
+    resp = backend.handler(payload, None)
+    return resp["statusCode"], json.loads(resp["body"])
+
+
+def assert_one_sentence(status: int, body: dict, want: int, phrase: str = "") -> None:
+    assert status == want, body
+    assert list(body) == ["error"], body
+    message = body["error"]
+    assert phrase in message, message
+    assert message.endswith(".") and "\n" not in message and "Traceback" not in message
+    assert len(message) < 400, "a long input must not be echoed back"
+
+
+PROBES: list[tuple[str, str, int, float]] = []  # (where, input, status, seconds) for the report
+
+
+def probe(where: str, name: str, fn):
+    start = time.perf_counter()
+    status, body = fn()
+    PROBES.append((where, name, status, time.perf_counter() - start))
+    return status, body
+
+
+def teardown_module(module):
+    if PROBES:
+        print("\n| via | input | status | seconds |\n|---|---|---|---|")
+        for where, name, status, seconds in PROBES:
+            print(f"| {where} | {name} | {status} | {seconds:.2f} |")
+
+
+# --- SSRF: nothing on this machine or a private network is contacted -------------------------
+def test_ssrf_forms_of_this_machine_are_refused_and_the_canary_hears_nothing(backend):
+    with canary() as c:
+        for name, url in ssrf_urls(c.port).items():
+            status, body = probe("handler", f"image_url {name}", lambda u=url: call(
+                backend, {"image_url": u}))
+            assert_one_sentence(status, body, 400, "internal address")
+        assert c.hits == []
+
+
+@pytest.mark.parametrize("name", ELSEWHERE)
+def test_internal_and_malformed_urls_are_refused_before_any_connection(backend, monkeypatch,
+                                                                       name):
+    def no_connection(*args, **kwargs):
+        raise AssertionError("a connection was attempted")
+
+    monkeypatch.setattr(urlfetch, "_pool", no_connection)
+    status, body = probe("handler", f"image_url {name}", lambda: call(
+        backend, {"image_url": ELSEWHERE[name]}))
+    assert_one_sentence(status, body, 400)
+
+
+def test_a_redirect_to_this_machine_is_rechecked_and_refused(backend, monkeypatch):
+    """The first hop (127.0.0.2, treated as public for this test) is allowed; its 302 to the
+    canary on 127.0.0.1 is checked again and refused: the canary hears nothing."""
+    real = urlfetch.is_public
+    monkeypatch.setattr(urlfetch, "is_public", lambda ip: str(ip) == "127.0.0.2" or real(ip))
+    with canary() as c, upstream("redirect", f"{c.base}/secret.png", host="127.0.0.2") as base:
+        first_hop = base + "/go.png"
+        status, body = probe("handler", "302 to the canary", lambda: call(
+            backend, {"image_url": first_hop}))
+        assert_one_sentence(status, body, 400, "internal address")
+        assert c.hits == []
+
+
+def test_with_the_opt_in_the_same_canary_is_fetched_and_read(backend, monkeypatch):
+    monkeypatch.setenv(urlfetch.ALLOW_PRIVATE_ENV, "1")
+    expected = backend.recognizer.predict(Image.open(io.BytesIO(LINE)))
+    with canary() as c:
+        urls = {k: v for k, v in ssrf_urls(c.port).items() if "::" not in k and "0.0.0.0" not in k}
+        for url in urls.values():
+            status, body = call(backend, {"image_url": url})
+            assert status == 200 and body["text"] == expected, body
+        assert len(c.hits) == len(urls)
+        with upstream("redirect", f"{c.base}/after-redirect.png") as base:
+            status, body = call(backend, {"image_url": base + "/go.png"})
+        assert status == 200 and body["text"] == expected
+        assert c.hits[-1] == "/after-redirect.png"
+
+
+def test_redirects_are_bounded(backend, monkeypatch):
+    monkeypatch.setenv(urlfetch.ALLOW_PRIVATE_ENV, "1")
+    with upstream("loop") as base:
+        status, body = probe("handler", "redirect loop (opt-in)", lambda: call(
+            backend, {"image_url": base + "/a"}))
+    assert_one_sentence(status, body, 502, "redirects more than")
+
+
+# --- slow, huge and wrong upstreams ------------------------------------------------------------
+def test_a_trickling_upstream_is_cut_at_the_total_deadline(backend, monkeypatch):
+    """One byte every 0.5 s would hold a per-read timeout forever; the total deadline (2 s here)
+    ends it."""
+    monkeypatch.setenv(urlfetch.ALLOW_PRIVATE_ENV, "1")
+    policy = urlfetch.UrlPolicy(deadline_s=2.0)
+    start = time.monotonic()
+    with upstream("trickle") as base, pytest.raises(urlfetch.UrlError) as err:
+        urlfetch.fetch(base + "/slow.png", policy)
+    assert err.value.status == 504 and "longer than 2 s" in str(err.value)
+    assert time.monotonic() - start < TIMEOUT
+
+
+def test_a_trickling_upstream_gets_a_504_through_the_handler(monkeypatch, backend):
+    monkeypatch.setenv(urlfetch.ALLOW_PRIVATE_ENV, "1")
+    limits = replace(serverless.ServiceLimits(), url_policy=urlfetch.UrlPolicy(deadline_s=2.0))
+    handler = serverless.make_handler(serverless.create_app(backend.recognizer, limits=limits))
+    with upstream("trickle") as base:
+        status, body = probe("handler", "trickling upstream, 1 B / 0.5 s (opt-in)", lambda: (
+            lambda r: (r["statusCode"], json.loads(r["body"])))(
+                handler({"image_url": base + "/slow.png"})))
+    assert_one_sentence(status, body, 504, "longer than")
+
+
+def test_a_huge_upstream_is_refused_from_its_content_length(backend, monkeypatch):
+    monkeypatch.setenv(urlfetch.ALLOW_PRIVATE_ENV, "1")
+    with upstream("huge") as base:
+        status, body = probe("handler", "upstream with Content-Length 500 MB (opt-in)",
+                             lambda: call(backend, {"image_url": base + "/big.png"}))
+    assert_one_sentence(status, body, 413, "MB")
+
+
+def test_an_upstream_that_is_not_an_image_is_refused(backend, monkeypatch):
+    monkeypatch.setenv(urlfetch.ALLOW_PRIVATE_ENV, "1")
+    with upstream("html") as base:
+        status, body = probe("handler", "upstream serving text/html (opt-in)",
+                             lambda: call(backend, {"image_url": base + "/page"}))
+    assert_one_sentence(status, body, 415, "not an image")
+
+
+def test_a_1_mb_url_is_neither_echoed_nor_logged_whole(backend, capsys):
+    url = "http://example.com/" + "a" * 2**20
+    status, body = probe("handler", "a 1 MB URL", lambda: call(backend, {"image_url": url}))
+    assert_one_sentence(status, body, 400, "characters long")
+    logged = capsys.readouterr().out
+    assert len(logged) < 2000
+
+
+# --- work bombs ----------------------------------------------------------------------------
+@pytest.mark.parametrize("side", [1000, 3000, 4000])
+def test_stripe_bombs_are_refused_before_the_model(backend, monkeypatch, side):
+    """Once 15-150 s and 2-7 GB each. The model must not run at all."""
+    def no_model(lines):
+        raise AssertionError("the model ran on a work bomb")
+
+    monkeypatch.setattr(backend.recognizer, "predict_lines", no_model)
+    bomb = stripes(side)
+    assert len(bomb) < 64_000
+    status, body = probe("handler", f"stripes {side}x{side} ({len(bomb) // 1024} KB PNG)",
+                         lambda: call(backend, {"image": b64(bomb)}))
+    assert_one_sentence(status, body, 422)
+
+
+def test_the_line_and_column_limits_each_refuse_before_cropping(monkeypatch):
+    """The checks happen on the boxes, before any line is cropped (the expensive step)."""
+    def no_crop(*args):
+        raise AssertionError("a line was cropped")
+
+    monkeypatch.setattr(images, "_crop_line", no_crop)
+    monkeypatch.setattr(images.preprocess, "line_boxes",
+                        lambda ink: [(i * 10, i * 10 + 8, 0, 50) for i in range(100)])
+    with pytest.raises(images.ImageInputError, match="100 text lines, more than the 64"):
+        images.page_lines(Image.new("L", (60, 1000), 255))
+    monkeypatch.setattr(images.preprocess, "line_boxes", lambda ink: [(0, 1, 0, 100_000)])
+    with pytest.raises(images.ImageInputError, match="columns"):
+        images.page_lines(Image.new("L", (60, 1000), 255))
+
+
+def test_a_thin_strip_and_noise_are_bounded(backend):
+    rng = np.random.default_rng(0)
+    strip = np.where(np.arange(100_000) % 2 == 0, 0, 255).astype(np.uint8)[:, None]
+    noise = (rng.random((1500, 1500)) > 0.5).astype(np.uint8) * 255
+    for name, arr in [("1 x 100,000 strip", strip), ("100,000 x 1 strip", strip.T),
+                      ("noise 1500x1500", noise)]:
+        status, body = probe("handler", name, lambda a=arr: call(
+            backend, {"image": b64(png(Image.fromarray(a)))}))
+        assert status in (200, 422), body
+
+
+def test_a_real_page_of_40_lines_still_works(backend):
+    texts = data.english_lines()[:40]
+    rendered = [data.render(t, data.Style.clean(data.fonts()[0], size=22)) for t in texts]
+    page = Image.new("L", (max(r.width for r in rendered), sum(r.height for r in rendered)), 255)
+    y = 0
+    for r in rendered:
+        page.paste(r.convert("L"), (0, y))
+        y += r.height
+    status, body = probe("handler", "a real page of 40 lines",
+                         lambda: call(backend, {"image": b64(png(page))}))
+    assert status == 200 and body["lines"] == 40, body
+
+
+# --- deadlines, back-pressure, health, the catch-all --------------------------------------------
+@contextlib.contextmanager
+def serve_app(app):
+    """`app` served by uvicorn in a thread on a free 127.0.0.1 port (lifespan included)."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + TIMEOUT
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(TIMEOUT)
+
+
+@pytest.fixture
+def stuck_model(backend, monkeypatch):
+    """The model blocks until the test releases it: a pass that takes minutes."""
+    release = threading.Event()
+
+    def stuck(lines):
+        release.wait(TIMEOUT)
+        return ["" for _ in lines]
+
+    monkeypatch.setattr(backend.recognizer, "predict_lines", stuck)
+    yield release
+    release.set()
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_health_stays_instant(backend, stuck_model):
+    limits = replace(serverless.ServiceLimits(), max_waiting=3, deadline_s=30, stuck_after_s=1.0)
+    app = serverless.create_app(backend.recognizer, limits=limits)
+    with serve_app(app) as url, ThreadPoolExecutor(8) as pool:
+        waiting = [pool.submit(requests.post, url, json={"image": b64(LINE)}, timeout=TIMEOUT)
+                   for _ in range(3)]
+        time.sleep(1.5)  # the three are admitted and the model is stuck on the first
+        start = time.perf_counter()
+        over = requests.post(url, json={"image": b64(LINE)}, timeout=TIMEOUT)
+        PROBES.append(("HTTP", "a 4th request while 3 wait (max_waiting=3)", over.status_code,
+                       time.perf_counter() - start))
+        assert_one_sentence(over.status_code, over.json(), 503, "busy")
+        assert over.headers["retry-after"] == "2"
+        start = time.perf_counter()
+        health = requests.get(url + "health", timeout=TIMEOUT)
+        PROBES.append(("HTTP", "/health while the model is stuck", health.status_code,
+                       time.perf_counter() - start))
+        assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+        assert health.json()["model_loaded"] is True
+        stuck_model.set()
+        assert [f.result().status_code for f in waiting] == [200] * 3
+        assert requests.get(url + "health", timeout=TIMEOUT).json()["status"] == "ok"
+
+
+def test_a_request_past_its_deadline_is_a_json_504(backend, stuck_model):
+    limits = replace(serverless.ServiceLimits(), deadline_s=1.0)
+    handler = serverless.make_handler(serverless.create_app(backend.recognizer, limits=limits))
+    start = time.perf_counter()
+    resp = handler({"image": b64(LINE)}, None)
+    PROBES.append(("handler", "model stuck, deadline 1 s", resp["statusCode"],
+                   time.perf_counter() - start))
+    assert_one_sentence(resp["statusCode"], json.loads(resp["body"]), 504, "longer than 1 s")
+
+
+def test_health_says_503_loading_until_the_lifespan_loads_the_model():
+    app = serverless.create_app()  # no recognizer: the lifespan hook would load it
+    handler = serverless.make_handler(app)  # Mangum with lifespan off: it never does here
+    ev = serverless.direct_event({})
+    ev["requestContext"]["http"]["method"], ev["rawPath"] = "GET", "/health"
+    ev["requestContext"]["http"]["path"] = "/health"
+    resp = handler(ev, None)
+    assert resp["statusCode"] == 503
+    assert json.loads(resp["body"]) == {"status": "loading", "model_loaded": False}
+    predict = handler({"image": b64(LINE)}, None)
+    assert_one_sentence(predict["statusCode"], json.loads(predict["body"]), 503, "loading")
+
+
+def test_the_lifespan_hook_loads_the_model_for_the_local_service():
+    with serve_app(serverless.create_app()) as url:
+        health = requests.get(url + "health", timeout=TIMEOUT)
+        assert health.status_code == 200 and health.json()["model_loaded"] is True
+        assert requests.post(url, json={"image": b64(LINE)}, timeout=TIMEOUT).status_code == 200
+
+
+def test_an_unexpected_error_is_a_json_500_with_the_request_id(backend, monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyError("an internal detail")
+
+    monkeypatch.setattr(images, "page_lines", broken)
+    resp = backend.handler({"image": b64(LINE)}, None)
+    body = json.loads(resp["body"])
+    assert_one_sentence(resp["statusCode"], body, 500, "KeyError")
+    assert resp["headers"]["x-request-id"] in body["error"]
+    assert "internal detail" not in body["error"]
+
+
+# --- over HTTP, against python -m lab_code.serverless ----------------------------------------
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """The local service as the lesson starts it, with no opt-in, and a 4 s deadline."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("public") / "service.log"
+    url = f"http://127.0.0.1:{port}/"
+    proc = start_background(["lab_code.serverless", "--port", str(port), "--deadline", "4"],
+                            url + "health", log)
+    try:
+        yield SimpleNamespace(url=url, port=port, log=log)
+    finally:
+        stop_background(proc)
+
+
+def post(url: str, payload: dict) -> tuple[int, dict]:
+    resp = requests.post(url, json=payload, timeout=TIMEOUT)
+    assert resp.headers["content-type"] == "application/json"
+    return resp.status_code, resp.json()
+
+
+def test_service_ssrf_probes_reach_nothing(service):
+    with canary() as c:
+        urls = {**ssrf_urls(c.port), "the service's own /health": f"{service.url}health",
+                "the service's own /openapi.json": f"{service.url}openapi.json",
+                **ELSEWHERE}
+        for name, url in urls.items():
+            status, body = probe("HTTP", f"image_url {name}", lambda u=url: post(
+                service.url, {"image_url": u}))
+            assert_one_sentence(status, body, 400)
+        assert c.hits == []
+
+
+def test_service_work_bombs_are_422_and_others_are_not_held_up(service):
+    with ThreadPoolExecutor(4) as pool:
+        bombs = [pool.submit(probe, "HTTP", f"stripes {side}x{side}", lambda s=side: post(
+            service.url, {"image": b64(stripes(s))})) for side in (1000, 3000, 4000)]
+        status, body = probe("HTTP", "a line while 3 bombs arrive", lambda: post(
+            service.url, {"image": b64(LINE)}))
+        assert status == 200, body
+        for future in bombs:
+            assert_one_sentence(*future.result(), 422)
+
+
+def test_service_refuses_a_500_mb_content_length_before_reading_the_body(service):
+    """Only the headers are sent: the 413 must come without waiting for 500 MB."""
+    host, port = "127.0.0.1", service.port
+    start = time.perf_counter()
+    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+        sock.sendall(f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {500 * 2**20}\r\n\r\n".encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    PROBES.append(("HTTP", "Content-Length 500 MB, no body sent", int(reply.split()[1]),
+                   time.perf_counter() - start))
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert_one_sentence(413, json.loads(body), 413, "6 MB")
+
+
+def test_service_answers_a_300_character_host_label_with_json(service):
+    status, body = probe("HTTP", "image_url with a 300-character host label", lambda: post(
+        service.url, {"image_url": f"http://{'a' * 300}/x.png"}))
+    assert_one_sentence(status, body, 400, "host name")
+
+
+@pytest.fixture(scope="module")
+def trusted_service(tmp_path_factory):
+    """The service with the opt-in, as the lesson's demo runs it, and a 3 s deadline."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("trusted") / "service.log"
+    url = f"http://127.0.0.1:{port}/"
+    proc = start_background(["lab_code.serverless", "--port", str(port), "--allow-private-urls",
+                             "--deadline", "3"], url + "health", log)
+    try:
+        yield SimpleNamespace(url=url, port=port, log=log)
+    finally:
+        stop_background(proc)
+
+
+def test_trusted_service_reads_the_canary_and_cuts_a_trickle_at_its_deadline(trusted_service):
+    with canary() as c:
+        status, body = probe("HTTP", "canary with --allow-private-urls", lambda: post(
+            trusted_service.url, {"image_url": f"{c.base}/ok.png"}))
+        assert status == 200 and body["lines"] == 1 and c.hits == ["/ok.png"]
+    with upstream("trickle") as base, ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(probe, "HTTP", "trickling upstream (opt-in, deadline 3 s)",
+                           lambda: post(trusted_service.url, {"image_url": base + "/slow.png"}))
+        time.sleep(0.5)
+        start = time.perf_counter()
+        health = requests.get(trusted_service.url + "health", timeout=TIMEOUT)
+        PROBES.append(("HTTP", "/health during the trickle", health.status_code,
+                       time.perf_counter() - start))
+        assert health.status_code == 200
+        assert_one_sentence(*slow.result(), 504, "longer than 3 s")
