@@ -54,6 +54,7 @@ class ServiceLimits:
     deadline_s: float = 25.0  # one request, from its body to its answer (504 beyond)
     max_waiting: int = 64  # requests admitted at once (waiting or running); 503 beyond
     max_fetches: int = 8  # image_url downloads at once; 503 beyond (slow upstreams hold them)
+    max_decoding: int = 2  # images decoded and split into lines at once (each may take ~300 MB)
     retry_after_s: int = 2  # the Retry-After a 503 carries
     stuck_after_s: float = 60.0  # /health says unhealthy while one model call runs longer
     url_policy: urlfetch.UrlPolicy = field(default_factory=urlfetch.UrlPolicy)
@@ -200,14 +201,23 @@ def request_bytes(req: PredictRequest, limits: ServiceLimits) -> tuple[bytes, st
         raise ApiError(err.status, f"image_url: {err}") from err
 
 
-def request_lines(req: PredictRequest, limits: ServiceLimits) -> list[np.ndarray]:
-    """Decode the request's image and split it into lines, within the work limits (422)."""
-    data, name = request_bytes(req, limits)
+def request_lines(req: PredictRequest, limits: ServiceLimits,
+                  decoding: threading.Semaphore | None = None,
+                  fetched: Any = None) -> list[np.ndarray]:
+    """Decode the request's image and split it into lines, within the work limits (422).
+    `decoding` bounds how many images are decoded at once (memory); `fetched()` is called once
+    the bytes are in hand (a download slot given back)."""
     try:
-        img = images.open_image_bytes(data, name=name, limits=limits.work)
-        return images.page_lines(img, limits.work)
-    except images.ImageInputError as err:
-        raise ApiError(err.status, str(err)) from err
+        data, name = request_bytes(req, limits)
+    finally:
+        if fetched is not None:
+            fetched()
+    with decoding or contextlib.nullcontext():
+        try:
+            img = images.open_image_bytes(data, name=name, limits=limits.work)
+            return images.page_lines(img, limits.work)
+        except images.ImageInputError as err:
+            raise ApiError(err.status, str(err)) from err
 
 
 ERRORS = {status: {"model": ErrorResponse}
@@ -230,6 +240,7 @@ def create_app(recognizer: TextRecognizer | None = None, *,
     limits = limits or ServiceLimits()
     state: dict[str, Any] = {"worker": ModelWorker(recognizer) if recognizer else None}
     waiting, fetching = Counter(limits.max_waiting), Counter(limits.max_fetches)
+    decoding = threading.BoundedSemaphore(limits.max_decoding)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -251,10 +262,8 @@ def create_app(recognizer: TextRecognizer | None = None, *,
 
     def prepare(req: PredictRequest, started: threading.Event, give_fetch) -> list[np.ndarray]:
         started.set()
-        try:
-            return request_lines(req, limits)
-        finally:
-            give_fetch()  # a download's slot comes back when it really ends, not at the 504
+        # a download's slot comes back when it really ends, not at the 504
+        return request_lines(req, limits, decoding, fetched=give_fetch)
 
     @app.post("/", response_model=PredictResponse)
     async def predict(req: PredictRequest, request: Request) -> PredictResponse:
@@ -448,7 +457,7 @@ class RequestGuard:
 
     @staticmethod
     async def _too_large(state, size, scope, receive, send) -> None:
-        state["error"] = (f"The request is over {size:,} bytes, more than Lambda's 6 MB "
+        state["error"] = (f"The request is at least {size:,} bytes, over Lambda's 6 MB "
                           f"({MAX_BODY_BYTES:,} bytes) limit: send a smaller image.")
         await error_response(413, state["error"], headers={"connection": "close"})(
             scope, receive, send)
