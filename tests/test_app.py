@@ -48,7 +48,7 @@ def served(recognizer) -> Iterator[str]:
     port = _port()
     try:
         _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, quiet=True,
-                                prevent_thread_lock=True)
+                                prevent_thread_lock=True, **app.LAUNCH_LIMITS)
         yield url.rstrip("/")  # http://127.0.0.1:PORT
     finally:
         demo.close()
@@ -108,6 +108,10 @@ def test_interface_settings():
     assert demo.api_name == "predict"
     assert len(demo.examples) == len(app.example_paths())
     assert not Path(app.__file__).with_suffix(".pyi").exists()  # what subclassing gr.Image did
+    # a bounded queue in front of the model: CONCURRENCY at once, QUEUE_SIZE waiting
+    assert demo._queue.default_concurrency_limit == app.CONCURRENCY == 2
+    assert demo._queue.max_size == app.QUEUE_SIZE == 16
+    assert app.LAUNCH_LIMITS == {"max_file_size": f"{app.MAX_UPLOAD_MB}mb"}
 
 
 def test_api_is_named_predict_and_described(served):
@@ -144,8 +148,20 @@ def test_huge_image_is_downscaled(client, recognizer, tmp_path):
     assert text == recognizer.predict(preprocess.shrink(wide))
 
 
+def _stripes(side: int) -> bytes:
+    """A 2 KB PNG of alternating rows: hundreds of one-pixel "lines" (once 23 s and 2.2 GB)."""
+    img = Image.new("L", (side, side), 255)
+    img.putdata([0 if (i // side) % 2 == 0 else 255 for i in range(side * side)])
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
 BAD_INPUTS = {
     "none": (None, app.NO_IMAGE),
+    "bad base64 data URL": ({"url": "data:image/png;base64,@@not base64@@"}, "not valid base64"),
+    "data URL without base64": ({"url": "data:image/png,abc"}, "must be base64"),
+    "stripes bomb 1000x1000": (data_url(_stripes(1000)), "send a picture of at most"),
     "unreadable": (data_url(b"this is not an image"), "PNG or JPEG"),
     "too many pixels": (data_url(png_header_claiming(9000, 9000)), "crop or shrink"),
     "decompression bomb": (data_url(png_header_claiming(60000, 60000)), "crop or shrink"),
@@ -160,6 +176,27 @@ def test_bad_input_gets_one_friendly_sentence(served, case):
     message = data["error"]
     assert expected in message
     assert "Traceback" not in message and "\n" not in message and message.endswith(".")
+
+
+def test_an_upload_over_the_size_limit_is_refused(served, tmp_path):
+    """Once 300 MB were accepted in 1.5 s and kept in the temp dir."""
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"\0" * (app.MAX_UPLOAD_MB * 2**20 + 1024))
+    with big.open("rb") as f:
+        resp = requests.post(f"{served}/gradio_api/upload", files={"files": f}, timeout=60)
+    assert resp.status_code == 413, resp.text[:200]
+
+
+def test_a_phone_photo_reads_the_same_in_the_ui_and_the_api(client, recognizer, tmp_path):
+    """EXIF orientation is applied in lab_code.images, which every entry point uses."""
+    upright = Image.open(next(p for p in app.example_paths() if p.name == "line_sans.png"))
+    stored = upright.convert("RGB").rotate(90, expand=True)  # how the camera stored it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to display
+    photo = tmp_path / "photo.jpg"
+    stored.save(photo, "JPEG", quality=95, exif=exif)
+    ui = client.predict(handle_file(str(photo)), api_name="/predict")
+    assert ui == recognizer.predict(photo) == recognizer.predict(upright)
 
 
 def test_unreadable_upload_through_gradio_client(client, tmp_path):
