@@ -77,3 +77,89 @@ def test_batch_pads_to_the_widest_line():
     a, b = np.ones((32, 10), np.float32), np.ones((32, 25), np.float32)
     out = preprocess.batch([a, b])
     assert out.shape == (2, 1, 32, 25 + preprocess.TAIL_PAD) and out[0, 0, :, 10:].sum() == 0
+
+
+# --- EXIF, base64 and the work limits ----------------------------------------------------------
+def test_open_image_bytes_turns_a_phone_photo_upright():
+    stored = _line().convert("RGB").rotate(90, expand=True)  # as the camera stored it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to display
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", exif=exif)
+    img = images.open_image_bytes(buf.getvalue())
+    assert img.width > img.height  # a line again, not a column
+    assert len(preprocess.line_arrays(img)) == 1
+
+
+@pytest.mark.parametrize(("value", "phrase"), [
+    ("data:image/png,abc", "must be base64"), ("@@@", "not valid base64"), ("  ", "empty")])
+def test_decode_base64_errors_are_one_sentence_and_a_400(value, phrase):
+    with pytest.raises(images.ImageInputError, match=phrase) as err:
+        images.decode_base64(value, "The pasted image")
+    assert err.value.status == 400 and str(err.value).endswith(".")
+
+
+def test_decode_base64_reads_data_urls_and_wrapped_text():
+    raw = b"\x89PNG\r\n\x1a\n" + bytes(range(200))
+    text = __import__("base64").b64encode(raw).decode()
+    wrapped = "\n".join(text[i:i + 76] for i in range(0, len(text), 76))
+    for value in (f"data:image/png;base64,{text}", wrapped, text.rstrip("=")):
+        assert images.decode_base64(value) == raw
+
+
+def test_page_lines_reads_a_real_page_of_40_lines():
+    lines = [data.english_lines()[i] for i in range(40)]
+    assert len(images.page_lines(_page(lines, size=22))) == 40
+
+
+def _stripes(height: int, width: int) -> Image.Image:
+    arr = np.full((height, width), 255, np.uint8)
+    arr[::2] = 0
+    return Image.fromarray(arr)
+
+
+@pytest.mark.parametrize(("img", "phrase"), [
+    (_stripes(1000, 1000), "bands of ink"),
+    (_stripes(4000, 4000), "bands of ink"),
+    (_stripes(4000, 3), "bands of ink"),
+])
+def test_page_lines_refuses_stripes_before_splitting_them(monkeypatch, img, phrase):
+    def no_split(ink):
+        raise AssertionError("line_boxes ran on a stripes bomb")
+
+    monkeypatch.setattr(preprocess, "line_boxes", no_split)
+    with pytest.raises(images.ImageInputError, match=phrase) as err:
+        images.page_lines(img)
+    assert err.value.status == 422
+
+
+@pytest.mark.parametrize("shape", [(100_000, 1), (1, 100_000)])
+def test_a_one_pixel_strip_of_100000_is_bounded(shape):
+    """Shrunk to MAX_SIDE first, then either read (a few thousand columns) or refused."""
+    arr = np.where(np.arange(100_000) % 2 == 0, 0, 255).astype(np.uint8).reshape(shape)
+    try:
+        lines = images.page_lines(Image.fromarray(arr))
+    except images.ImageInputError as err:
+        assert err.status == 422
+    else:
+        assert sum(a.shape[1] for a in lines) <= images.LIMITS.max_columns
+
+
+def test_page_lines_limits_lines_and_columns_from_the_boxes():
+    tight = images.WorkLimits(max_lines=3, max_columns=10**9)
+    with pytest.raises(images.ImageInputError, match="5 text lines, more than the 3"):
+        images.page_lines(_page([data.english_lines()[i] for i in range(5)]), tight)
+    narrow = images.WorkLimits(max_columns=100)
+    with pytest.raises(images.ImageInputError, match="columns"):
+        images.page_lines(_line(), narrow)
+
+
+def test_line_columns_matches_the_cropped_width():
+    ink = preprocess.ink_map(_page([data.english_lines()[i] for i in range(3)]))
+    for box in preprocess.line_boxes(ink):
+        assert images.line_columns(box) == images._crop_line(ink, box).shape[1]
+
+
+def test_the_pixel_limit_refuses_before_decoding():
+    with pytest.raises(images.ImageInputError, match="pixels"):
+        images.load_image(Image.new("1", (6000, 5000)))
