@@ -75,9 +75,9 @@ def canary(body: bytes = LINE):
 
 
 @contextlib.contextmanager
-def serve_on(host: str, handler):
+def serve_on(host: str, handler, port: int = 0):
     """Like stand_ins.serve_http, on another loopback address (127.0.0.2 is this machine too)."""
-    server = http.server.ThreadingHTTPServer((host, 0), handler)
+    server = http.server.ThreadingHTTPServer((host, port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

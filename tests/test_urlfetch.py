@@ -54,30 +54,44 @@ def test_a_name_with_any_internal_address_is_refused(resolver):
 
 
 def test_the_connection_goes_to_the_checked_address_not_a_second_lookup(resolver, monkeypatch):
-    """DNS rebinding: the name resolves to an allowed address when checked and to the canary
-    right after. The download must use the checked address, and send the name as Host."""
-    seen = []
+    """DNS rebinding: the name resolves to an allowed address (127.0.0.2, treated as public here)
+    when checked, and to a canary on 127.0.0.1, same port, on every later lookup. The download
+    must use the checked address, and send the name as Host."""
+    def handler(seen):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the name http.server calls
+                seen.append(self.headers["host"])
+                self.send_response(200)
+                self.send_header("content-type", "image/png")
+                self.end_headers()
+                self.wfile.write(LINE)
 
-    class Allowed(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the name http.server calls
-            seen.append(self.headers["host"])
-            resolver["rebind.test"] = ["127.0.0.1"]  # the attacker flips the record
-            self.send_response(200)
-            self.send_header("content-type", "image/png")
-            self.end_headers()
-            self.wfile.write(LINE)
+            def log_message(self, *args):
+                pass
+        return Handler
 
-        def log_message(self, *args):
-            pass
-
+    allowed, canary_hits = [], []
     real = urlfetch.is_public
     monkeypatch.setattr(urlfetch, "is_public", lambda ip: str(ip) == "127.0.0.2" or real(ip))
-    with canary() as c, serve_on("127.0.0.2", Allowed) as base:
-        port = base.rsplit(":", 1)[1]
-        resolver["rebind.test"] = ["127.0.0.2"]
-        policy = urlfetch.UrlPolicy(allow_private=False)
-        assert urlfetch.fetch(f"http://rebind.test:{port}/a.png", policy) == LINE
-        assert seen == [f"rebind.test:{port}"] and c.hits == []
+    with serve_on("127.0.0.2", handler(allowed)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with serve_on("127.0.0.1", handler(canary_hits), port=port):
+            answers = iter([["127.0.0.2"]])
+            resolver["rebind.test"] = _Flip(answers, ["127.0.0.1"])
+            policy = urlfetch.UrlPolicy(allow_private=False)
+            assert urlfetch.fetch(f"http://rebind.test:{port}/a.png", policy) == LINE
+    assert allowed == [f"rebind.test:{port}"] and canary_hits == []
+
+
+class _Flip(list):
+    """A DNS answer that is `first` once, then `later` (iterating it is what the resolver does)."""
+
+    def __init__(self, first, later):
+        super().__init__()
+        self.first, self.later = first, later
+
+    def __iter__(self):
+        return iter(next(self.first, self.later))
 
 
 def test_the_opt_in_comes_from_the_flag_or_the_environment(monkeypatch):
