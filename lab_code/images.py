@@ -110,18 +110,16 @@ def load_image(source: Image.Image | str | os.PathLike, url_policy=None,
     return open_image_bytes(path.read_bytes(), name=str(path), limits=limits)
 
 
-def _crop_line(ink: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    crop = getattr(preprocess, "crop_line", None) or preprocess._line_to_array
-    return crop(ink, box)
-
-
-def line_columns(box: tuple[int, int, int, int]) -> int:
-    """How many columns a line box becomes once scaled to HEIGHT rows (as `crop_line` does,
-    margin included), computed from the box alone, before anything is cropped."""
+def line_columns(box: tuple[int, int, int, int], shape: tuple[int, int]) -> int:
+    """How many columns a line box of an ink map of `shape` becomes once scaled to HEIGHT rows
+    (exactly as `preprocess.crop_line` does, margin included), from the box alone: nothing is
+    cropped or resized."""
     top, bottom, left, right = box
     margin = max(1, round(0.12 * (bottom - top)))
-    height, width = bottom - top + 2 * margin, right - left + 2 * margin
-    return max(preprocess.HEIGHT // 2, round(width * preprocess.HEIGHT / max(1, height)))
+    top, left = max(0, top - margin), max(0, left - margin)
+    bottom, right = min(shape[0], bottom + margin), min(shape[1], right + margin)
+    height = preprocess.HEIGHT
+    return max(height // 2, round((right - left) * height / max(1, bottom - top)))
 
 
 def _row_bands(ink: np.ndarray) -> int:
@@ -145,13 +143,13 @@ def page_lines(img: Image.Image, limits: WorkLimits = LIMITS) -> list[np.ndarray
         raise ImageInputError(
             f"The image has {len(boxes)} text lines, more than the {limits.max_lines} allowed: "
             "crop it into smaller parts.")
-    columns = sum(line_columns(box) for box in boxes)
+    columns = sum(line_columns(box, ink.shape) for box in boxes)
     if columns > limits.max_columns:
         raise ImageInputError(
             f"The image's lines come to {columns:,} columns for the model, more than the "
             f"{limits.max_columns:,} allowed (lines very wide for their height): crop it or send "
             "fewer lines.")
-    return [_crop_line(ink, box) for box in boxes]
+    return [preprocess.crop_line(ink, box) for box in boxes]
 
 
 def decode_base64(value: str, name: str = "The image") -> bytes:

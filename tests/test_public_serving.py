@@ -319,14 +319,16 @@ def test_the_line_and_column_limits_each_refuse_before_cropping(monkeypatch):
     def no_crop(*args):
         raise AssertionError("a line was cropped")
 
-    monkeypatch.setattr(images, "_crop_line", no_crop)
+    monkeypatch.setattr(images.preprocess, "crop_line", no_crop)
     monkeypatch.setattr(images.preprocess, "line_boxes",
                         lambda ink: [(i * 10, i * 10 + 8, 0, 50) for i in range(100)])
     with pytest.raises(images.ImageInputError, match="100 text lines, more than the 64"):
         images.page_lines(Image.new("L", (60, 1000), 255))
-    monkeypatch.setattr(images.preprocess, "line_boxes", lambda ink: [(0, 1, 0, 100_000)])
+    # three one-pixel rows across a 4000-pixel page: ~42,700 columns each once scaled to 32 rows
+    monkeypatch.setattr(images.preprocess, "line_boxes",
+                        lambda ink: [(i * 3, i * 3 + 1, 0, 4000) for i in range(3)])
     with pytest.raises(images.ImageInputError, match="columns"):
-        images.page_lines(Image.new("L", (60, 1000), 255))
+        images.page_lines(Image.new("L", (4000, 10), 255))
 
 
 def test_a_thin_strip_and_noise_are_bounded(backend):
