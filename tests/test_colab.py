@@ -87,7 +87,7 @@ def test_the_compile_check_catches_a_shell_escape_in_a_block(tmp_path):
     assert "cell 0" not in done.stdout
 
 
-# --- the setup cell installs what the lessons import -----------------------------------------------
+# --- the setup cell installs what the lessons import ---------------------------------------
 
 # What Colab has before the setup cell runs (FACTS.md) and that the course does not install.
 COLAB_PREINSTALLED = {"ipython", "ipykernel", "torch", "numpy", "pytest", "requests"}
@@ -162,7 +162,7 @@ def test_the_setup_cell_installs_what_the_lessons_import():
         if module in sys.stdlib_module_names or module in ("lab_code", "google"):
             continue
         dists = distributions_of(module)
-        assert dists, f"{module} (imported by {sorted(p.name for p in paths)}) is not installed here"
+        assert dists, f"{module} (imported by {sorted(p.name for p in paths)}) is not installed"
         if not dists & (provided | DEV_ONLY):
             missing.append(f"{module} ({', '.join(sorted(dists))}) in "
                            f"{', '.join(sorted(p.name for p in paths))}")
