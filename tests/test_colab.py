@@ -173,3 +173,31 @@ def test_the_setup_cell_installs_what_the_lessons_import():
 def test_tqdm_bars_have_ipywidgets_on_colab():
     """Without ipywidgets tqdm.auto prints a red `TqdmWarning: IProgress not found`."""
     assert "ipywidgets" in course_requirements()
+
+
+# --- lesson 00's environment check, as Colab sees it ------------------------------------------
+
+def test_the_environment_check_asks_only_for_what_the_setup_cell_installs():
+    from lab_code import environment
+
+    provided = course_requirements() | COLAB_PREINSTALLED
+    extra = [name for name in environment.LIBRARIES if normalize(name) not in provided]
+    assert not extra, (f"lesson 00 reports {extra} as course libraries, but Colab's setup cell "
+                       "does not install them: move them to TEST_TOOLS or to the course extra")
+
+
+def test_the_environment_check_on_colab_gives_colab_advice():
+    from lab_code import environment
+
+    info = {"python": "3.13.15", "platform": "Linux", "colab": True, "cpu_threads": 2,
+            "cuda": False, "gpu": None, "internet": True, "ngrok_token": False,
+            "libraries": dict.fromkeys(environment.LIBRARIES, "1.0"),
+            "test_tools": {"pytest": "8.4.2", "nbval": None}}
+    text = environment.summary(info)
+    assert "course libraries: all installed" in text
+    assert "make setup" not in text, text
+    assert "`pip install nbval`" in text
+    info["libraries"]["gradio"] = None
+    assert "missing gradio (re-run the setup cell" in environment.summary(info)
+    info["colab"] = False
+    assert "missing gradio (run `make setup`)" in environment.summary(info)
