@@ -283,3 +283,46 @@ def test_the_secret_patterns_catch_secrets():
 def test_no_secrets_in_the_repository():
     found = [f"{rel(path)}: {kind}" for path, text in text_files() for kind in secrets_in(text)]
     assert not found, "token-like secrets (remove them and rotate the key):\n" + "\n".join(found)
+
+
+# --- claims about today's tools ------------------------------------------------------------------
+
+# What ngrok's free plan no longer is (its docs, December 2026): every account has one assigned
+# dev domain, <name>.ngrok-free.dev, that stays the same across agent restarts.
+STALE_NGROK = re.compile(r"ngrok-free\.app|<random>\.ngrok|URLs? (?:\w+ )?changes?\b|"
+                         r"URLs? change when|changes? (?:on|every time|when) .{0,20}restart",
+                         re.I)
+
+
+def lesson_05_texts() -> dict[str, str]:
+    paths = [p for d in ("notebooks", "solutions", "slides") for p in (ROOT / d).glob("05_*")]
+    texts = {rel(p): "\n".join(c.source for c in nb.read(p).cells) if p.suffix == ".ipynb"
+             else p.read_text() for p in sorted(paths)}
+    texts["README.md"] = (ROOT / "README.md").read_text()
+    return texts
+
+
+def test_no_file_says_the_free_ngrok_url_changes_on_restart():
+    found = [f"{name}: {m.group(0)!r}" for name, text in lesson_05_texts().items()
+             for m in STALE_NGROK.finditer(text)]
+    assert not found, ("ngrok's free dev domain (*.ngrok-free.dev) stays the same across "
+                       "restarts; random URLs are paid: " + "; ".join(found))
+    assert STALE_NGROK.search("free URLs change when it restarts")  # the pattern still bites
+
+
+def test_lesson_05_teaches_the_free_plan_as_it_is():
+    lesson = lesson_05_texts()["notebooks/05_ngrok_tunnel.ipynb"]
+    for fact in ("ngrok-free.dev", "stays the same when the agent restarts",
+                 "ngrok-skip-browser-warning", "20,000 HTTP requests", "December 2026"):
+        assert fact in lesson, f"lesson 05 should say {fact!r} (ngrok's free plan, checked)"
+    solution = nb.solution_blocks(ROOT / "solutions" / "05_ngrok_tunnel.py")["exercise 3"]
+    assert "ngrok-skip-browser-warning" in solution and "same URL" in solution
+
+
+def test_lesson_05_never_prints_the_password():
+    """Outputs are saved with the notebook: a printed password is a published password."""
+    lesson = nb.read(ROOT / "notebooks" / "05_ngrok_tunnel.ipynb")
+    for i, cell in enumerate(lesson.cells):
+        if cell.cell_type == "code":
+            printed = re.findall(r"print\(.*(?:\{password\}|[,+(]\s*password\b)", cell.source)
+            assert not printed, f"lesson 05 cell {i} prints the password: {printed}"
