@@ -326,3 +326,27 @@ def test_lesson_05_never_prints_the_password():
         if cell.cell_type == "code":
             printed = re.findall(r"print\(.*(?:\{password\}|[,+(]\s*password\b)", cell.source)
             assert not printed, f"lesson 05 cell {i} prints the password: {printed}"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The tensor attributes .* were assigned during export")
+def test_a_dynamic_width_still_fails_on_another_width_with_a_guard_message():
+    """Deck 01 once claimed `{3: Dim.AUTO}` makes one .pt2 take any line length; run, it exports
+    but a wider line fails with `Guard failed: ...`. The lesson prints that message."""
+    import torch
+    from torch.export import Dim
+
+    from lab_code import export
+    from lab_code.model import LogitsOnly
+    from lab_code.train import load_checkpoint
+
+    model, _ = load_checkpoint(ROOT / "models" / "text_recognizer_checkpoint.pt")
+    batch = export.fit_width(export.example_batch(2)[0], 96)
+    program = torch.export.export(LogitsOnly(model.eval()), (batch,),
+                                  dynamic_shapes={"images": {0: Dim.AUTO, 3: Dim.AUTO}}).module()
+    with pytest.raises(Exception, match="Guard failed: images.size"):
+        program(export.fit_width(batch, 160))
+    deck = (ROOT / "slides" / "01_torchscript.md").read_text()
+    assert not re.search(r"3: Dim\.AUTO", deck), "deck 01 declares the width dynamic again"
+    lesson = "\n".join(c.source for c in nb.read(ROOT / "notebooks" / "01_torchscript.ipynb").cells)
+    assert 'str(err).splitlines()[0])' in lesson, "lesson 01 should print the guard message"
