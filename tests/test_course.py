@@ -350,3 +350,21 @@ def test_a_dynamic_width_still_fails_on_another_width_with_a_guard_message():
     assert not re.search(r"3: Dim\.AUTO", deck), "deck 01 declares the width dynamic again"
     lesson = "\n".join(c.source for c in nb.read(ROOT / "notebooks" / "01_torchscript.ipynb").cells)
     assert 'str(err).splitlines()[0])' in lesson, "lesson 01 should print the guard message"
+
+
+def test_no_lesson_calls_the_bundled_model_a_placeholder():
+    """The bundled model is trained (its model card is in the README)."""
+    found = [rel(p) for p in NOTEBOOKS + DECKS
+             if re.search(r"untrained placeholder|bundled placeholder", p.read_text(), re.I)]
+    assert not found, found
+
+
+def test_every_lambda_build_command_has_the_flags_lambda_needs():
+    """Lambda takes a linux/amd64 image with no provenance attestation (lesson 04)."""
+    sources = [*DECKS, *nb.lessons(), ROOT / "README.md", ROOT / "docker" / "README.md"]
+    for path in sources:
+        text = path.read_text().replace("\\\\\n", " ").replace("\\\n", " ")
+        pattern = r"docker (?:buildx )?build[^\n`\"]*lambda\.Dockerfile[^\n`\"]*"
+        for line in re.findall(pattern, text):
+            assert "--platform linux/amd64" in line and "--provenance=false" in line, (
+                f"{rel(path)}: {line.strip()}")
