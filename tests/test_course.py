@@ -368,3 +368,20 @@ def test_every_lambda_build_command_has_the_flags_lambda_needs():
         for line in re.findall(pattern, text):
             assert "--platform linux/amd64" in line and "--provenance=false" in line, (
                 f"{rel(path)}: {line.strip()}")
+
+
+# What starts something that keeps running, and what stops it, counted in pairs.
+START_STOP = [(r"\.launch\(", r"\.close\(\)"), (r"start_background\(", r"stop_background\("),
+              (r"open_tunnel\(", r"close_tunnel\(")]
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=rel)
+def test_servers_stop_before_the_exercises(lesson):
+    """"Run all" halts at the first exercise: by then every server the lesson started is stopped."""
+    cells = nb.read(lesson).cells
+    first = next((i for i, c in enumerate(cells) if "exercise" in nb.tags(c)), len(cells))
+    body = "\n".join(c.source for c in cells[:first] if c.cell_type == "code")
+    for start, stop in START_STOP:
+        started, stopped = len(re.findall(start, body)), len(re.findall(stop, body))
+        assert stopped >= started, (f"{rel(lesson)}: {started} x {start} but {stopped} x {stop} "
+                                    "before the exercises: stop servers before them")
