@@ -11,10 +11,10 @@ HOST ?= 127.0.0.1
 PORT ?= 7860
 
 .DEFAULT_GOAL := help
-.PHONY: help setup app lab test fonts model slides lint clean colab-setup colab-test
+.PHONY: help setup app lab test fonts model slides lint clean colab-setup colab-test screenshot
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv with torch and the course (idempotent)
 
@@ -88,6 +88,9 @@ $(COLAB_STAMP): pyproject.toml Makefile
 colab-test: colab-setup ## run every notebook and solution with nbval in the Colab-like venv
 	PATH=$(COLAB_VENV)/bin:$$PATH $(COLAB_VENV)/bin/python -m pytest -p no:cacheprovider \
 	    notebooks solutions --nbval-lax --nbval-current-env
+
+screenshot: setup ## retake notebooks/img/app.png: the running UI in headless Chromium
+	$(BIN)/python tools/screenshot.py
 
 slides: setup ## build slides/*.md into self-contained HTML in build/slides/
 	$(BIN)/python tools/slides.py --out build/slides
