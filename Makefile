@@ -11,10 +11,10 @@ HOST ?= 127.0.0.1
 PORT ?= 7860
 
 .DEFAULT_GOAL := help
-.PHONY: help setup app lab test fonts model slides lint clean
+.PHONY: help setup app lab test fonts model slides lint clean colab-setup colab-test screenshot
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv with torch and the course (idempotent)
 
@@ -61,6 +61,45 @@ model: setup fonts ## retrain on many fonts, stage with lineage and bundle it (~
 	$(WANDB_ENV) $(BIN)/python -m lab_code.train --out $(RUN_DIR) --wandb offline
 	$(WANDB_ENV) $(BIN)/python -m lab_code.stage_model --checkpoint $(RUN_DIR)/checkpoint.pt \
 	  --bundle --wandb offline
+
+# A Colab-like environment: Colab's Python, IPython, ipykernel, pytest, gradio and an older torch.
+# Its venv lives where COLAB_VENV says (.ci/run keeps it outside the checkout, so a fresh clone on
+# the same machine reuses it); torch 2.11 on Python 3.13 is a ~3 GB CUDA build from PyPI.
+COLAB_PYTHON ?= $(shell tools/find_python.sh 3.13 3.12)
+COLAB_VENV ?= .venv-colab
+export COLAB_VENV := $(abspath $(COLAB_VENV))
+COLAB_TORCH ?= torch==2.11.0
+COLAB_PINS ?= ipython==7.34.0 ipykernel==6.17.1 pytest==8.4.2 gradio==6.24.0 numpy==2.1.3 \
+	wandb==0.28.1 "nbval>=0.11" "nbformat>=5.9" "packaging>=23" "pyyaml>=6"
+# The stamp is named for what it installed (pyproject.toml and the pins), not for file times, so
+# a fresh clone on the same machine finds it and installs nothing.
+COLAB_HASH := $(shell { cat pyproject.toml; echo '$(COLAB_TORCH) $(COLAB_PINS)'; } \
+	| md5sum | cut -c1-12)
+COLAB_STAMP := $(COLAB_VENV)/.installed-$(COLAB_HASH)
+
+colab-setup: $(COLAB_STAMP) ## create the Colab-like venv (Python 3.13, IPython 7.34, torch 2.11)
+	@# a venv shared by several checkouts: point its lab_code at this one
+	$(COLAB_VENV)/bin/python -c "import lab_code, sys; \
+	    sys.exit(lab_code.__file__ != '$(abspath lab_code)/__init__.py')" 2>/dev/null || \
+	    $(COLAB_VENV)/bin/python -m pip install -q --no-deps -e .
+
+$(COLAB_STAMP):
+	@test -n "$(COLAB_PYTHON)" || { echo "error: no Python 3.13 or 3.12 found (PATH, pyenv);" \
+	    "install one or set COLAB_PYTHON=/path/to/python3.13." >&2; exit 1; }
+	test -x $(COLAB_VENV)/bin/python || $(COLAB_PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_VENV)/bin/python -m pip install -q --upgrade pip
+	$(COLAB_VENV)/bin/python -c "import torch" 2>/dev/null || \
+	    $(COLAB_VENV)/bin/python -m pip install -q "$(COLAB_TORCH)"
+	$(COLAB_VENV)/bin/python -m pip install -q "$(COLAB_TORCH)" -e ".[course]" $(COLAB_PINS)
+	rm -f $(COLAB_VENV)/.installed-*
+	touch $(COLAB_STAMP)
+
+colab-test: colab-setup ## run every notebook and solution with nbval in the Colab-like venv
+	PATH=$(COLAB_VENV)/bin:$$PATH $(COLAB_VENV)/bin/python -m pytest -p no:cacheprovider \
+	    notebooks solutions --nbval-lax --nbval-current-env
+
+screenshot: setup ## retake notebooks/img/app.png: the running UI in headless Chromium
+	$(BIN)/python tools/screenshot.py
 
 slides: setup ## build slides/*.md into self-contained HTML in build/slides/
 	$(BIN)/python tools/slides.py --out build/slides

@@ -15,8 +15,11 @@ import sys
 
 import torch
 
+# What the lessons import: the setup cell (Colab) and `make setup` both install these.
 LIBRARIES = ("torch", "gradio", "gradio_client", "fastapi", "mangum", "pyngrok", "wandb",
-             "tensorboard", "torch-tb-profiler", "dockerfile-parse", "nbval")
+             "tensorboard", "torch-tb-profiler", "dockerfile-parse", "ipywidgets")
+# What only running the course's own tests needs (`make setup` installs them, Colab does not).
+TEST_TOOLS = ("pytest", "nbval")
 
 
 def _version(name: str) -> str | None:
@@ -46,9 +49,19 @@ def report(check_network: bool = True) -> dict:
         "cuda": cuda,
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "libraries": {name: _version(name) for name in LIBRARIES},
+        "test_tools": {name: _version(name) for name in TEST_TOOLS},
         "internet": online() if check_network else None,
         "ngrok_token": bool(os.environ.get("NGROK_AUTHTOKEN")),
     }
+
+
+def _test_tools(tools: dict, colab: bool) -> str:
+    present = [f"{name} {version}" for name, version in tools.items() if version]
+    absent = [name for name, version in tools.items() if version is None]
+    if absent:
+        how = f"`pip install {' '.join(absent)}`" if colab else "run `make setup`"
+        present.append(f"no {', '.join(absent)} (needed only to run the course's tests: {how})")
+    return ", ".join(present)
 
 
 def summary(info: dict) -> str:
@@ -58,9 +71,11 @@ def summary(info: dict) -> str:
         f"Python {info['python']} on {info['platform']}{' (Colab)' if info['colab'] else ''}",
         f"torch {info['libraries']['torch']}, {info['cpu_threads']} CPU threads, {device}",
     ]
+    fix = "re-run the setup cell at the top" if info["colab"] else "run `make setup`"
     missing = [n for n, v in info["libraries"].items() if v is None]
     lines.append("course libraries: " + ("all installed" if not missing else
-                                         "missing " + ", ".join(missing) + " (run `make setup`)"))
+                                         "missing " + ", ".join(missing) + f" ({fix})"))
+    lines.append("test tools: " + _test_tools(info.get("test_tools", {}), info["colab"]))
     if info["internet"] is not None:
         lines.append("internet: " + ("yes" if info["internet"] else
                                      "no (lessons that need it will say so and skip)"))

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -37,11 +38,7 @@ from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trac
 from lab_code import preprocess
 from lab_code.devices import DeviceError, resolve_device
 from lab_code.ports import free_port  # noqa: F401 - part of this module's API
-from lab_code.recognizer import MAX_BATCH, TextRecognizer
-
-# torch 2.13's profiler prints "USDT: ... profiler_start" lines straight to stderr. This level keeps
-# them quiet; it is read when the first profile in this process starts, so setting it here works.
-os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+from lab_code.recognizer import TextRecognizer
 
 ASSET = "profiling_lines.npz"  # 64 rendered English lines, preprocessed (see load_lines)
 DEFAULT_OUT = Path("profiling/out")
@@ -50,6 +47,10 @@ SWEEP = (1, 2, 4, 8, 16, 32, 64)
 LINE_WIDTH = 512  # every line is padded or cropped to this width: batches differ only in size
 PAGE_LINES = 16
 ROUNDS = 5  # timed calls are spread over this many passes through the batch sizes
+P95_REPEATS = 20  # fewer timed calls make "p95" little more than the slowest one
+# On a quiet machine p95 stays within about x1.35 of p50 here (profiling/results); far above that,
+# something else was using the CPU while we measured, and ratios between runs mean little.
+BUSY_SPREAD = 1.5
 PROFILE_SCHEDULE = {"wait": 1, "warmup": 1, "active": 3}  # 5 steps, the last 3 recorded
 
 
@@ -111,6 +112,9 @@ def profile_batch(model: torch.jit.ScriptModule, batch: torch.Tensor, trace_dir:
     for old in trace_dir.glob("*.pt.trace.json*"):
         old.unlink()
     steps = sum(PROFILE_SCHEDULE.values())
+    # torch 2.13's profiler prints "USDT: ... profiler_start" lines straight to stderr; this level
+    # keeps them quiet. It is read when the first profile of the process starts: set it just before.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with torch.inference_mode(), profile(
         activities=activities(batch.device),
         schedule=schedule(**PROFILE_SCHEDULE, repeat=1),
@@ -362,16 +366,10 @@ def read_line_by_line(model: Callable[[torch.Tensor], list[str]], page: Image.Im
 
 def read_as_one_batch(model: Callable[[torch.Tensor], list[str]], page: Image.Image,
                       device: str | torch.device = "cpu") -> list[str]:
-    """Split the page into lines, then one call for all of them (as TextRecognizer.predict does)."""
-    lines = preprocess.line_arrays(page)
-    order = sorted(range(len(lines)), key=lambda i: lines[i].shape[1])
-    texts = [""] * len(lines)
-    for start in range(0, len(order), MAX_BATCH):
-        chunk = order[start : start + MAX_BATCH]
-        batch = preprocess.batch([lines[i] for i in chunk]).to(device)
-        for i, text in zip(chunk, model(batch), strict=True):
-            texts[i] = text
-    return texts
+    """Split the page into lines, then one call for all of them: TextRecognizer.predict_lines."""
+    on_device = SimpleNamespace(model=lambda batch: model(batch.to(device)))
+    # predict_lines needs only `.model`: the production batching code, around this model
+    return TextRecognizer.predict_lines(on_device, preprocess.line_arrays(page))
 
 
 def compare_page(model: torch.jit.ScriptModule, page: Image.Image,
@@ -400,7 +398,33 @@ def compare_page(model: torch.jit.ScriptModule, page: Image.Image,
     return {"lines": len(texts[0]), "device": device.type, "repeats": repeats,
             "split_s": round(float(np.median(split)), 4),
             "line_by_line_s": round(line_s, 4), "one_batch_s": round(batch_s, 4),
-            "speedup": round(line_s / batch_s, 2), "texts_match": texts[0] == texts[1]}
+            "speedup": round(line_s / batch_s, 2), "texts_match": texts[0] == texts[1],
+            "spread": round(max(_spread(by_line), _spread(one_batch)), 2)}
+
+
+def _spread(seconds: Sequence[float]) -> float:
+    return max(seconds) / min(seconds) if seconds and min(seconds) > 0 else 1.0
+
+
+def noise_note(records: Sequence[dict] = (), page: dict | None = None) -> str:
+    """One line saying whether these timings look trustworthy: a busy machine (p95 far above p50,
+    or page timings that vary run to run) or too few calls for a p95 make ratios unreliable."""
+    spreads = [(r["latency_ms_p95"] / r["latency_ms_p50"], f"batch {r['batch_size']}")
+               for r in records if r["latency_ms_p50"] > 0]
+    if page is not None and "spread" in page:
+        spreads.append((page["spread"], "the page (slowest / fastest run)"))
+    few = [r["batch_size"] for r in records if r["repeats"] < P95_REPEATS]
+    if not spreads:
+        return "no timings to judge"
+    worst, where = max(spreads)
+    if worst > BUSY_SPREAD:
+        return (f"warning: the machine looks busy: at {where} the slow runs took x{worst:.1f} the "
+                f"typical one (a quiet run stays under x{BUSY_SPREAD}); ratios from this run are "
+                "unreliable: close other programs and run it again")
+    if few:
+        return (f"timings look steady (spread x{worst:.2f}), but p95 came from fewer than "
+                f"{P95_REPEATS} calls at batch {', '.join(map(str, few))}: raise repeats for it")
+    return f"timings look steady: the slow runs stayed within x{worst:.2f} of the typical one"
 
 
 # --- TensorBoard with the torch-tb-profiler plugin ----------------------------------------------
@@ -523,7 +547,7 @@ def write_results(out: Path, records: list[dict], page: dict, device: torch.devi
     png = plot(records, out / "profiling.png", title)
     benchmark = out / "benchmark.json"
     benchmark.write_text(json.dumps({
-        "command": command, "machine": info,
+        "command": command, "measured": time.strftime("%Y-%m-%d"), "machine": info,
         "throughput_ratio_bs16_vs_bs1": throughput_ratio(records), "page": page,
     }, indent=2) + "\n")
     return [summary, png, benchmark]
@@ -538,6 +562,7 @@ def report(records: list[dict], page: dict) -> str:
     by_line, one_batch = page["line_by_line_s"] * 1000, page["one_batch_s"] * 1000
     lines.append(f"a {page['lines']}-line page: line by line {by_line:.0f} ms, "
                  f"as one batch {one_batch:.0f} ms (x{page['speedup']:.2f})")
+    lines.append(noise_note(records, page))
     return "\n".join(lines)
 
 

@@ -3,6 +3,8 @@ import os
 import secrets
 import socket
 
+import requests
+
 from pyngrok import conf, process
 
 from lab_code import app, tunnel
@@ -76,8 +78,16 @@ def two_tunnels(port):
     first = tunnel.open_tunnel(port)
     tunnel.close_tunnel(first)  # the last tunnel: the agent stops too
     second = tunnel.open_tunnel(port)
-    tunnel.close_tunnel(second)
-    return first, second
+    return first, second  # the second stays open for the browser check below
+
+
+def as_a_browser(url, skip_warning):
+    """(status, first words of the page) of GET url with a browser's User-Agent."""
+    headers = {"User-Agent": "Mozilla/5.0"}
+    if skip_warning:
+        headers["ngrok-skip-browser-warning"] = "1"
+    answer = requests.get(url, headers=headers, timeout=30)
+    return answer.status_code, " ".join(answer.text.split())[:70]
 
 
 if not os.environ.get("NGROK_AUTHTOKEN"):
@@ -89,10 +99,15 @@ else:
     try:
         first, second = two_tunnels(int(url.rstrip("/").rsplit(":", 1)[1]))
         print(first, "\n" + second, "\nsame URL:", first == second)
-    except tunnel.TunnelError as err:
+        print("browser, plain:       ", as_a_browser(second, skip_warning=False))
+        print("browser, with header: ", as_a_browser(second, skip_warning=True))
+    except (tunnel.TunnelError, requests.RequestException) as err:
         print("No tunnel:", err)
     finally:
         tunnel.close_tunnel()
         demo.close()
-# Without a static domain the two URLs differ: a URL on a poster (or in an e-mail) dies the next
-# time the agent restarts. A static domain (one is free) or a real deployment fixes that.
+# The same URL twice: every ngrok account has one assigned dev domain (*.ngrok-free.dev) that
+# stays the same across agent restarts (random URLs are a paid feature). So a URL on a poster keeps
+# its address, but it answers only while your agent and app run, and a browser visitor first sees
+# ngrok's warning page (the plain request above), which the ngrok-skip-browser-warning header skips
+# for programs. A URL that must answer all week is a deployment (lessons 04 and 06), not a tunnel.

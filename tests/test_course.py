@@ -283,3 +283,105 @@ def test_the_secret_patterns_catch_secrets():
 def test_no_secrets_in_the_repository():
     found = [f"{rel(path)}: {kind}" for path, text in text_files() for kind in secrets_in(text)]
     assert not found, "token-like secrets (remove them and rotate the key):\n" + "\n".join(found)
+
+
+# --- claims about today's tools ------------------------------------------------------------------
+
+# What ngrok's free plan no longer is (its docs, December 2026): every account has one assigned
+# dev domain, <name>.ngrok-free.dev, that stays the same across agent restarts.
+STALE_NGROK = re.compile(r"ngrok-free\.app|<random>\.ngrok|URLs? (?:\w+ )?changes?\b|"
+                         r"URLs? change when|changes? (?:on|every time|when) .{0,20}restart",
+                         re.I)
+
+
+def lesson_05_texts() -> dict[str, str]:
+    paths = [p for d in ("notebooks", "solutions", "slides") for p in (ROOT / d).glob("05_*")]
+    texts = {rel(p): "\n".join(c.source for c in nb.read(p).cells) if p.suffix == ".ipynb"
+             else p.read_text() for p in sorted(paths)}
+    texts["README.md"] = (ROOT / "README.md").read_text()
+    return texts
+
+
+def test_no_file_says_the_free_ngrok_url_changes_on_restart():
+    found = [f"{name}: {m.group(0)!r}" for name, text in lesson_05_texts().items()
+             for m in STALE_NGROK.finditer(text)]
+    assert not found, ("ngrok's free dev domain (*.ngrok-free.dev) stays the same across "
+                       "restarts; random URLs are paid: " + "; ".join(found))
+    assert STALE_NGROK.search("free URLs change when it restarts")  # the pattern still bites
+
+
+def test_lesson_05_teaches_the_free_plan_as_it_is():
+    lesson = lesson_05_texts()["notebooks/05_ngrok_tunnel.ipynb"]
+    for fact in ("ngrok-free.dev", "stays the same when the agent restarts",
+                 "ngrok-skip-browser-warning", "20,000 HTTP requests", "December 2026"):
+        assert fact in lesson, f"lesson 05 should say {fact!r} (ngrok's free plan, checked)"
+    solution = nb.solution_blocks(ROOT / "solutions" / "05_ngrok_tunnel.py")["exercise 3"]
+    assert "ngrok-skip-browser-warning" in solution and "same URL" in solution
+
+
+def test_lesson_05_never_prints_the_password():
+    """Outputs are saved with the notebook: a printed password is a published password."""
+    lesson = nb.read(ROOT / "notebooks" / "05_ngrok_tunnel.ipynb")
+    for i, cell in enumerate(lesson.cells):
+        if cell.cell_type == "code":
+            printed = re.findall(r"print\(.*(?:\{password\}|[,+(]\s*password\b)", cell.source)
+            assert not printed, f"lesson 05 cell {i} prints the password: {printed}"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The tensor attributes .* were assigned during export")
+def test_a_dynamic_width_still_fails_on_another_width_with_a_guard_message():
+    """Deck 01 once claimed `{3: Dim.AUTO}` makes one .pt2 take any line length; run, it exports
+    but a wider line fails with `Guard failed: ...`. The lesson prints that message."""
+    import torch
+    from torch.export import Dim
+
+    from lab_code import export
+    from lab_code.model import LogitsOnly
+    from lab_code.train import load_checkpoint
+
+    model, _ = load_checkpoint(ROOT / "models" / "text_recognizer_checkpoint.pt")
+    batch = export.fit_width(export.example_batch(2)[0], 96)
+    program = torch.export.export(LogitsOnly(model.eval()), (batch,),
+                                  dynamic_shapes={"images": {0: Dim.AUTO, 3: Dim.AUTO}}).module()
+    with pytest.raises(Exception, match="Guard failed: images.size"):
+        program(export.fit_width(batch, 160))
+    deck = (ROOT / "slides" / "01_torchscript.md").read_text()
+    assert not re.search(r"3: Dim\.AUTO", deck), "deck 01 declares the width dynamic again"
+    lesson = "\n".join(c.source for c in nb.read(ROOT / "notebooks" / "01_torchscript.ipynb").cells)
+    assert 'str(err).splitlines()[0])' in lesson, "lesson 01 should print the guard message"
+
+
+def test_no_lesson_calls_the_bundled_model_a_placeholder():
+    """The bundled model is trained (its model card is in the README)."""
+    found = [rel(p) for p in NOTEBOOKS + DECKS
+             if re.search(r"untrained placeholder|bundled placeholder", p.read_text(), re.I)]
+    assert not found, found
+
+
+def test_every_lambda_build_command_has_the_flags_lambda_needs():
+    """Lambda takes a linux/amd64 image with no provenance attestation (lesson 04)."""
+    sources = [*DECKS, *nb.lessons(), ROOT / "README.md", ROOT / "docker" / "README.md"]
+    for path in sources:
+        text = path.read_text().replace("\\\\\n", " ").replace("\\\n", " ")
+        pattern = r"docker (?:buildx )?build[^\n`\"]*lambda\.Dockerfile[^\n`\"]*"
+        for line in re.findall(pattern, text):
+            assert "--platform linux/amd64" in line and "--provenance=false" in line, (
+                f"{rel(path)}: {line.strip()}")
+
+
+# What starts something that keeps running, and what stops it, counted in pairs.
+START_STOP = [(r"\.launch\(", r"\.close\(\)"), (r"start_background\(", r"stop_background\("),
+              (r"open_tunnel\(", r"close_tunnel\(")]
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=rel)
+def test_servers_stop_before_the_exercises(lesson):
+    """"Run all" halts at the first exercise: by then every server the lesson started is stopped."""
+    cells = nb.read(lesson).cells
+    first = next((i for i, c in enumerate(cells) if "exercise" in nb.tags(c)), len(cells))
+    body = "\n".join(c.source for c in cells[:first] if c.cell_type == "code")
+    for start, stop in START_STOP:
+        started, stopped = len(re.findall(start, body)), len(re.findall(stop, body))
+        assert stopped >= started, (f"{rel(lesson)}: {started} x {start} but {stopped} x {stop} "
+                                    "before the exercises: stop servers before them")

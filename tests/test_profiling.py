@@ -211,3 +211,37 @@ def test_fixed_width_pads_and_crops():
     a, b = profiling.fixed_width([short, long], 20)
     assert a.shape == b.shape == (preprocess.HEIGHT, 20)
     assert a[:, :10].all() and not a[:, 10:].any() and b.all()
+
+
+def test_importing_profiling_leaves_the_environment_alone():
+    """KINETO_LOG_LEVEL is set just before profiling, not as a side effect of the import."""
+    code = "import os, lab_code.profiling; print(os.environ.get('KINETO_LOG_LEVEL'))"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "KINETO_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "None"
+
+
+def timed(bs: int, p50_ms: float, p95_ms: float, repeats: int = 20) -> dict:
+    return {"batch_size": bs, "latency_ms_p50": p50_ms, "latency_ms_p95": p95_ms,
+            "repeats": repeats}
+
+
+def test_noise_note_says_when_the_machine_was_busy():
+    quiet = [timed(1, 7.6, 10.1), timed(16, 78.2, 102.9)]  # the committed reference's spread
+    assert profiling.noise_note(quiet).startswith("timings look steady")
+    busy = [timed(1, 7.6, 10.1), timed(16, 78.2, 14 * 78.2)]  # seen under load: p95 = 14 x p50
+    note = profiling.noise_note(busy)
+    assert note.startswith("warning: the machine looks busy") and "batch 16" in note
+    page = {"spread": 2.4}
+    assert "the page" in profiling.noise_note(quiet, page)
+    assert "fewer than 20 calls at batch 1" in profiling.noise_note([timed(1, 7.6, 8.0, 3)])
+
+
+def test_the_report_and_the_benchmark_say_how_noisy_the_run_was(study):
+    bench = json.loads((study / "benchmark.json").read_text())
+    assert bench["page"]["spread"] >= 1.0 and len(bench["measured"]) == 10  # YYYY-MM-DD
+    page = {**bench["page"], "spread": 3.0}
+    records = json.loads((study / "summary.json").read_text())
+    assert "warning: the machine looks busy" in profiling.report(records, page)

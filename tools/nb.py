@@ -5,6 +5,7 @@
     python tools/nb.py solutions              # regenerate solutions/*.ipynb from solutions/*.py
     python tools/nb.py strip                  # strip outputs; badges and setup cells from REPO_URL
     python tools/nb.py check                  # what tests/test_course.py checks, as a report
+    python tools/nb.py compile [NOTEBOOK...]  # parse every code cell as this IPython would
 
 Conventions (tests enforce them):
 - cell 0: markdown title and the "Open in Colab" badge; cell 1: the setup cell (tag `setup`),
@@ -184,6 +185,27 @@ def new(stem: str, title: str) -> Path:
     return path
 
 
+def compile_errors(paths: list[Path]) -> list[str]:
+    """One line per code cell that this interpreter's IPython cannot turn into Python.
+
+    Run with Colab's IPython (7.34 on Python 3.13) it finds what Colab would reject: its
+    token-based transforms predate PEP 701, so `x = !cmd` inside an indented block is a
+    SyntaxError there even though IPython 9 accepts it."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    manager, errors = TransformerManager(), []
+    for path in paths:
+        for i, cell in enumerate(read(path).cells):
+            if cell.cell_type != "code":
+                continue
+            try:
+                compile(manager.transform_cell(cell.source), f"{path.name} cell {i}", "exec")
+            except Exception as error:  # SyntaxError, or a transformer's own failure
+                where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                errors.append(f"{where} cell {i}: {type(error).__name__}: {error}")
+    return errors
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -199,6 +221,18 @@ def main(argv: list[str]) -> int:
     elif cmd == "strip":  # also refreshes badges and setup cells from REPO_URL
         for path in [*lessons(), *sorted(SOLUTIONS.glob("*.ipynb"))]:
             write(refresh(read(path), path), path)
+    elif cmd == "compile":
+        import IPython
+
+        paths = [Path(p).resolve() for p in argv[1:]] or [
+            *lessons(), *sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))]
+        errors = compile_errors(paths)
+        for line in errors:
+            print(line)
+        verdict = f"{len(errors)} code cells fail" if errors else "all code cells compile"
+        print(f"{verdict} in {len(paths)} notebooks "
+              f"(IPython {IPython.__version__}, Python {sys.version.split()[0]})")
+        return 1 if errors else 0
     elif cmd == "check":
         sys.path.insert(0, str(ROOT))
         import pytest
