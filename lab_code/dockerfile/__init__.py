@@ -10,8 +10,8 @@ The names below are the ones the lessons use (`from lab_code import dockerfile`)
 """
 
 from lab_code.dockerfile.cli import build_parser, main, table
-from lab_code.dockerfile.ignore import DockerIgnore, IgnoreRule
 from lab_code.dockerfile.hadolint import Finding, HadolintNotFound, hadolint_path, lint, lint_text
+from lab_code.dockerfile.ignore import DockerIgnore, IgnoreRule
 from lab_code.dockerfile.rebuild import RebuildPlan, copied_files, rebuild_plan, source_matches
 from lab_code.dockerfile.steps import (
     BASE,

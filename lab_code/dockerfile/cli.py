@@ -12,8 +12,8 @@ import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from lab_code.dockerfile.ignore import DockerIgnore
 from lab_code.dockerfile.hadolint import Finding, HadolintNotFound, lint
+from lab_code.dockerfile.ignore import DockerIgnore
 from lab_code.dockerfile.rebuild import RebuildPlan, rebuild_plan
 from lab_code.dockerfile.steps import Step, read_dockerfile
 
