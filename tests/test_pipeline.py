@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab_code import artifacts, data, devices, export, preprocess, registry, stage_model
+from lab_code import artifacts, data, devices, preprocess, registry, stage_model
 from lab_code.recognizer import TextRecognizer
 from lab_code.train import TrainConfig, load_checkpoint, train
 
