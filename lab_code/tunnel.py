@@ -36,7 +36,7 @@ def require_token() -> str:
     return token
 
 
-def quiet_pyngrok() -> None:
+def _quiet_pyngrok() -> None:
     """pyngrok logs every line of the agent; our errors already say what went wrong in one line.
     Called when a tunnel opens (not at import), and only where nobody set pyngrok's level."""
     logger = logging.getLogger("pyngrok")
@@ -69,7 +69,7 @@ def open_tunnel(port: int, host: str = "127.0.0.1", ngrok_path: str | None = Non
     if not reachable(host, port):
         raise TunnelError(f"Nothing is listening on {host}:{port}: start the server first "
                           f"(python -m lab_code.app --port {port}), then open the tunnel.")
-    quiet_pyngrok()
+    _quiet_pyngrok()
     config = conf.PyngrokConfig(auth_token=token, ngrok_path=ngrok_path)
     try:
         tunnel = ngrok.connect(f"http://{host}:{port}", "http", pyngrok_config=config)
