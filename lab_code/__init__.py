@@ -1,7 +1,17 @@
 """lab_code: a small text-line recognizer carried from training to a public URL.
 
-The production side (`images`, `recognizer`, `app`, `serverless`, `tunnel`) never imports the
-training side (`data`, `model`, `train`): a compiled model runs without the code that defined it.
+The package has two sides that meet only through files and three neutral modules:
+
+- training side: `data`, `fonts`, `model`, `train`, `evaluate`, `export`, `stage_model`
+  (writes the model registry);
+- production side: `images`, `recognizer`, `registry` (fetches a staged model, verified), `app`,
+  `serverless`, `tunnel`, `ports`;
+- neutral, imported by both: `preprocess` (the pixel contract), `artifacts` (file names, loader,
+  hashing, the registry layout, W&B settings), `devices` (which torch device).
+
+The production side never imports the training side: a compiled model runs without the code that
+defined it (tests/test_boundary.py proves it for every production module). Tools around both:
+`metrics`, `profiling`, `environment`, `docker_engine` and the `dockerfile` package.
 """
 
 __version__ = "0.1.0"

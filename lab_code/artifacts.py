@@ -1,14 +1,18 @@
 """The files both sides of the course agree on: the compiled model's file name and where the
-package bundles it, how a TorchScript file is loaded, and how a file's content is hashed.
+package bundles it, how a TorchScript file is loaded, how a file's content is hashed and checked,
+and the layout of the model registry (folders, aliases.json, manifest.json) with W&B's settings.
 
-Training writes these files and serving reads them; neither side owns this module.
+Training writes these files (lab_code.stage_model) and serving reads them (lab_code.registry);
+neither side owns this module.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from importlib import resources
@@ -71,3 +75,57 @@ def wandb_project() -> str:
     """The W&B project that training runs and staged models go to, read when it is needed
     ($WANDB_PROJECT, else text-recognizer), so both sides always agree."""
     return os.environ.get(WANDB_PROJECT_ENV) or DEFAULT_WANDB_PROJECT
+
+
+def wandb_mode(requested: str = "auto") -> str:
+    """'online', 'offline' or 'off'. auto: $WANDB_MODE if it says offline or disabled, else online
+    with an API key and offline without one; 'off' where wandb is not installed."""
+    if requested != "auto":
+        return requested
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        return "off"
+    env = os.environ.get("WANDB_MODE", "").lower()
+    if env in ("offline", "dryrun"):
+        return "offline"
+    if env == "disabled":
+        return "off"
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+# --- the model registry: <registry>/<name>/aliases.json and <registry>/<name>/vN/ -------------
+DEFAULT_REGISTRY = Path("model_registry")
+DEFAULT_MODEL_NAME = "text-recognizer"
+ALIASES_FILE = "aliases.json"  # {"latest": "v2"}: the one record of which version an alias names
+MANIFEST_FILE = "manifest.json"  # one per version: file, sha256, metrics, lineage (never aliases,
+#                                  which move when a later version is staged)
+
+
+class RegistryError(RuntimeError):
+    """A problem with a staged model (missing, unknown alias, damaged), in one sentence."""
+
+
+def model_folder(registry: str | os.PathLike, name: str) -> Path:
+    """The folder of every staged version of the model `name`."""
+    return Path(registry) / name
+
+
+def read_aliases(registry: str | os.PathLike, name: str) -> dict[str, str]:
+    """Alias -> version folder name ("latest" -> "v2"); empty when nothing is staged yet."""
+    path = model_folder(registry, name) / ALIASES_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def verified_copy(src: str | os.PathLike, expected_sha256: str, out: str | os.PathLike) -> Path:
+    """Copy `src` to `out` only if its sha256 is the one its manifest records."""
+    src, out = Path(src), Path(out)
+    actual = sha256_file(src)
+    if actual != expected_sha256:
+        raise RegistryError(f"{src} has sha256 {actual[:12]}... but its manifest says "
+                            f"{expected_sha256[:12]}...: the file is damaged or was changed; "
+                            "stage it again.")
+    if src.resolve() != out.resolve():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out)
+    return out

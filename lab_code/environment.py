@@ -10,10 +10,11 @@ import argparse
 import importlib.metadata
 import os
 import platform
-import socket
 import sys
 
 import torch
+
+from lab_code.ports import reachable
 
 # What the lessons import: the setup cell (Colab) and `make setup` both install these.
 LIBRARIES = ("torch", "gradio", "gradio_client", "fastapi", "mangum", "pyngrok", "wandb",
@@ -31,11 +32,7 @@ def _version(name: str) -> str | None:
 
 def online(host: str = "pypi.org", port: int = 443, timeout: float = 1.5) -> bool:
     """True if a TCP connection to `host` opens within `timeout` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return reachable(host, port, timeout)
 
 
 def report(check_network: bool = True) -> dict:

@@ -32,10 +32,12 @@ def script(model: LineRecognizer) -> torch.jit.ScriptModule:
 
 
 def save_torchscript(model: LineRecognizer, path: str | Path) -> Path:
+    """Script `model` and save it as a TorchScript file that loads without this code."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with quiet_torchscript():
-        script(model).save(str(path))
+    compiled = script(model)  # script() hides the deprecation warning of scripting...
+    with quiet_torchscript():  # ...and this one that of saving
+        compiled.save(str(path))
     return path
 
 
@@ -76,6 +78,13 @@ def collapse_repeats(logits: Tensor) -> Tensor:
     return torch.tensor(keep, dtype=torch.long)
 
 
+def trace_decoder(example_logits: Tensor) -> torch.jit.ScriptFunction:
+    """torch.jit.trace the CTC decoder on one example. Its loop and `if` depend on the data, so
+    tracing runs them once and records the result as a constant: the traced decoder answers the
+    example's classes for every input (and says so in TracerWarnings)."""
+    return torch.jit.trace(collapse_repeats, (example_logits,))
+
+
 @dataclass
 class TraceReport:
     full_model_error: str  # why tracing forward() fails outright
@@ -105,12 +114,11 @@ def trace_pitfalls(model: LineRecognizer, batch: Tensor | None = None) -> TraceR
         try:
             torch.jit.trace(model, (a,))
             full_error = "(no error)"
-        except Exception as err:  # noqa: BLE001 - the message is the lesson
+        except Exception as err:  # whatever torch raises, its message is the lesson
             full_error = str(err).strip().splitlines()[0]
         with torch.no_grad():
             logits_a, logits_b = model.logits(a), model.logits(b)
-            traced = torch.jit.trace(collapse_repeats, (logits_a,))
-            decoded = traced(logits_b)
+            decoded = trace_decoder(logits_a)(logits_b)
     as_text = lambda idx: "".join(charset[i - 1] for i in idx.tolist()).strip()  # noqa: E731
     return TraceReport(
         full_model_error=full_error,

@@ -1,5 +1,6 @@
-"""TCP ports on this machine: is one taken, and which one is free. Shared by every server the
-course starts (the UI, the serverless service, TensorBoard)."""
+"""TCP ports: is one taken on this machine, which one is free, and does a server answer at
+host:port. Shared by every server the course starts (the UI, the serverless service, TensorBoard),
+the tunnel (is the app up?) and the environment check (is the internet there?)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,13 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when a TCP connection to host:port opens within `timeout` seconds (a server listens
+    there and nothing in between refuses)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

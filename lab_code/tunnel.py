@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 
 from pyngrok import conf, ngrok
 from pyngrok.exception import PyngrokError, PyngrokNgrokInstallError
 
+from lab_code.ports import reachable
+
 TOKEN_VAR = "NGROK_AUTHTOKEN"
 TOKEN_PAGE = "https://dashboard.ngrok.com/get-started/your-authtoken"
 AUTH_ERRORS = ("ERR_NGROK_4018", "ERR_NGROK_105", "ERR_NGROK_107", "authentication failed")
-
-if logging.getLogger("pyngrok").level == logging.NOTSET:
-    # pyngrok logs every line of the agent; our errors already say what went wrong in one line.
-    logging.getLogger("pyngrok").setLevel(logging.CRITICAL)
 
 _open: dict[str, conf.PyngrokConfig] = {}  # public URL -> the config its agent was started with
 
@@ -39,13 +36,12 @@ def require_token() -> str:
     return token
 
 
-def is_listening(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
-    """True when a server accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+def _quiet_pyngrok() -> None:
+    """pyngrok logs every line of the agent; our errors already say what went wrong in one line.
+    Called when a tunnel opens (not at import), and only where nobody set pyngrok's level."""
+    logger = logging.getLogger("pyngrok")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.CRITICAL)
 
 
 def _explain(err: PyngrokError) -> str:
@@ -70,9 +66,10 @@ def open_tunnel(port: int, host: str = "127.0.0.1", ngrok_path: str | None = Non
     token = require_token()
     if host in ("0.0.0.0", "::", ""):  # listening on every interface: reach it through loopback
         host = "127.0.0.1"
-    if not is_listening(port, host):
+    if not reachable(host, port):
         raise TunnelError(f"Nothing is listening on {host}:{port}: start the server first "
                           f"(python -m lab_code.app --port {port}), then open the tunnel.")
+    _quiet_pyngrok()
     config = conf.PyngrokConfig(auth_token=token, ngrok_path=ngrok_path)
     try:
         tunnel = ngrok.connect(f"http://{host}:{port}", "http", pyngrok_config=config)

@@ -7,7 +7,7 @@ import requests
 
 from pyngrok import conf, process
 
-from lab_code import app, tunnel
+from lab_code import app, ports, tunnel
 
 
 def own_address():
@@ -20,11 +20,6 @@ def own_address():
             return None
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 # %% [exercise 1]
 def who_can_connect(bind):
     """{address: can a client connect to a socket listening on bind?} for loopback and own_address()."""
@@ -32,7 +27,7 @@ def who_can_connect(bind):
         server.bind((bind, 0))
         server.listen()
         port = server.getsockname()[1]
-        return {via: tunnel.is_listening(port, via) for via in ("127.0.0.1", own_address()) if via}
+        return {via: ports.reachable(via, port) for via in ("127.0.0.1", own_address()) if via}
 
 
 for bind in ("127.0.0.1", "0.0.0.0"):
@@ -65,7 +60,7 @@ def failure_message(token, port):
 
 
 print("no token:         ", failure_message(None, 7860))
-print("nothing listening:", failure_message("dummy", free_port()))
+print("nothing listening:", failure_message("dummy", ports.free_port()))
 print("agent started:", process.is_process_running(conf.get_default().ngrok_path))
 # Both are checked before the agent starts: they are the learner's most likely mistakes, they are
 # cheap to detect, and the agent's own error would come later (after a download, a start-up and a

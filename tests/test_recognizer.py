@@ -82,21 +82,6 @@ def test_cli_bad_inputs_exit_nonzero_with_one_line(tmp_path, make_input):
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:")
 
 
-def test_using_the_recognizer_never_imports_the_training_side(line_png):
-    code = (
-        "import sys\n"
-        "from lab_code.recognizer import TextRecognizer\n"
-        f"TextRecognizer().predict({str(line_png)!r})\n"
-        "training = ('lab_code.data', 'lab_code.model', 'lab_code.train')\n"
-        "bad = [m for m in training if m in sys.modules]\n"
-        "assert not bad, bad\n"
-        "assert 'matplotlib' not in sys.modules\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-
-
 def test_a_line_reads_the_same_alone_and_in_a_batch(recognizer):
     from lab_code import preprocess
 
