@@ -65,12 +65,14 @@ def held_out_families() -> tuple[str, ...]:
 
 def sentences(text: str) -> list[str]:
     """Sentences of `text` whose characters all lie in the charset (after mapping typographic
-    quotes and dashes), whitespace collapsed; numbered headings and short fragments dropped."""
+    quotes and dashes), whitespace collapsed; numbered headings, heading rules and short
+    fragments dropped."""
     flat = re.sub(r"\s+", " ", text.translate(MAPPING))
     out = []
     for raw in re.split(r"(?<=[.;:!?])\s+", flat):
         s = re.sub(r"^\(?[0-9a-z]{1,3}[.)]\s+", "", raw.strip())  # "1. ", "(a) "
-        if len(s) >= 24 and all(ch in CHARSET for ch in s) and re.search("[a-z]{3}", s):
+        if (len(s) >= 24 and all(ch in CHARSET for ch in s) and re.search("[a-z]{3}", s)
+                and "--" not in s):  # no heading rules ("Definitions ------")
             out.append(s)
     return out
 
