@@ -33,8 +33,7 @@ REALWORLD_LABELS = "labels.json"
 
 
 def held_out_cer(recognizer: TextRecognizer, size: int = data.TEST_SIZE) -> float:
-    pairs = data.test_set()[:size]
-    return metrics.cer(recognizer.predict_lines([a for a, _ in pairs]), [t for _, t in pairs])
+    return data.held_out_cer(recognizer.predict_lines, size)["cer"]
 
 
 def english_cer(recognizer: TextRecognizer) -> tuple[float, list[tuple[str, str]]]:
