@@ -147,6 +147,7 @@ def plan(texts: list[str], families: tuple[str, ...], counts: dict[str, int] = F
     rng = np.random.default_rng(seed)
     pool = list(rng.permutation(len(texts)))
     items: list[Item] = []
+    used: set[str] = set()
 
     def take() -> str:
         return texts[pool.pop()]
@@ -169,6 +170,9 @@ def plan(texts: list[str], families: tuple[str, ...], counts: dict[str, int] = F
             else:
                 width = int(rng.integers(18, 56))
                 lines = wrap(take(), width)[:1]
+                while lines[0] in used:  # two sentences may open with the same words
+                    lines = wrap(take(), width)[:1]
+            used.add("\n".join(lines))
             scheme = "light"
             if family != "unseen_font":
                 scheme = str(rng.choice(["light", "dark", "tint", "grey", "ink", "thin"]))
