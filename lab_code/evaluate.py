@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:  # TesseractError: libtesseract or its model is missing
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if hasattr(os, "getloadavg"):
+        result["machine"]["load_average_end"] = os.getloadavg()
     print(f"real-world set ({len(samples)} images, one thread, one image at a time):")
     print_table(result["realworld"])
     if args.json:
