@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SET = ROOT / "tests" / "data" / "realworld"
 spec = importlib.util.spec_from_file_location("realworld", ROOT / "tools" / "realworld.py")
 realworld = importlib.util.module_from_spec(spec)
-sys.modules["realworld"] = realworld  # dataclasses look their module up by name
 spec.loader.exec_module(realworld)
 
 

@@ -10,8 +10,6 @@ Chromium (`apt-get install -y chromium`), Playwright (`pip install playwright`) 
 fonts-cantarell fonts-quicksand fonts-inconsolata fonts-crosextra-carlito`).
 """
 
-from __future__ import annotations
-
 import argparse
 import html
 import io
