@@ -1,28 +1,39 @@
 """Measure a compiled model the way the README's model card reports it: CER on the held-out set
-and on clean English lines, size, and single-line latency of eager vs TorchScript.
+and on clean English lines, size, single-line latency of eager vs TorchScript, and CER per family
+on the real-world set, side by side with Tesseract if asked.
 
     python -m lab_code.evaluate --checkpoint models/text_recognizer_checkpoint.pt
+    python -m lab_code.evaluate --realworld-only --tesseract --json side_by_side.json
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from lab_code import data, metrics, preprocess
 from lab_code.recognizer import TextRecognizer
 
+# The committed real-world set (rebuilt by tools/realworld.py); present in a clone of the repo.
+REALWORLD_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "realworld"
+REALWORLD_LABELS = "labels.json"
+
 
 def held_out_cer(recognizer: TextRecognizer, size: int = data.TEST_SIZE) -> float:
-    pairs = data.test_set()[:size]
-    return metrics.cer(recognizer.predict_lines([a for a, _ in pairs]), [t for _, t in pairs])
+    return data.held_out_cer(recognizer.predict_lines, size)["cer"]
 
 
 def english_cer(recognizer: TextRecognizer) -> tuple[float, list[tuple[str, str]]]:
@@ -61,6 +72,156 @@ def latency(recognizer: TextRecognizer, checkpoint: Path | None) -> dict[str, fl
     return out
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One image of the real-world set and the exact text in it (lines joined by newlines)."""
+
+    path: Path
+    family: str
+    text: str
+
+    @property
+    def paragraph(self) -> bool:
+        return self.family == "paragraph" or "\n" in self.text
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a reader made of one sample: its text, the milliseconds it took, and the error it
+    raised (empty when none)."""
+
+    text: str
+    ms: float
+    error: str = ""
+
+
+Reader = Callable[[Image.Image, Sample], str]
+
+
+def realworld_set(root: Path = REALWORLD_DIR) -> list[Sample]:
+    """The real-world set's samples, in the labels file's order."""
+    labels = Path(root) / REALWORLD_LABELS
+    if not labels.is_file():
+        raise FileNotFoundError(f"No real-world set at {root}: run it from a clone of the "
+                                "repository, or rebuild it with `python tools/realworld.py`.")
+    records = json.loads(labels.read_text(encoding="utf-8"))
+    return [Sample(Path(root) / r["file"], r["family"], r["text"]) for r in records]
+
+
+def read_all(reader: Reader, samples: Sequence[Sample], warmup: int = 3) -> list[Reading]:
+    """Run `reader` on every sample, one image at a time, timing each call; an exception is
+    recorded as an empty reading with its message, so one bad image does not end the run."""
+    loaded = [Image.open(s.path).convert("RGB") for s in samples]
+    for img, sample in list(zip(loaded, samples, strict=True))[:warmup]:
+        reader(img, sample)
+    out = []
+    for img, sample in zip(loaded, samples, strict=True):
+        start = time.perf_counter()
+        try:
+            text = reader(img, sample)
+        except Exception as err:  # the bar is "no image raises": count it, keep going
+            out.append(Reading("", (time.perf_counter() - start) * 1000,
+                               f"{type(err).__name__}: {err}"))
+            continue
+        out.append(Reading(text, (time.perf_counter() - start) * 1000))
+    return out
+
+
+def by_family(samples: Sequence[Sample], readings: Sequence[Reading]) -> dict[str, dict]:
+    """CER, ms per line (the truth's lines), images and errors for each family and overall."""
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault(s.family, []).append(i)
+    groups["overall"] = list(range(len(samples)))
+    table = {}
+    for family, idx in groups.items():
+        truths = [samples[i].text for i in idx]
+        lines = sum(t.count("\n") + 1 for t in truths)
+        table[family] = {
+            "images": len(idx), "lines": lines,
+            "cer": round(metrics.cer([readings[i].text for i in idx], truths), 4),
+            "ms_per_line": round(sum(readings[i].ms for i in idx) / lines, 2),
+            "errors": sum(bool(readings[i].error) for i in idx),
+        }
+    return table
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the duration (the peer is held to one thread too)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def recognizer_reader(recognizer: TextRecognizer) -> Reader:
+    return lambda img, sample: recognizer.predict(img)
+
+
+def realworld(recognizer: TextRecognizer, samples: Sequence[Sample]) -> tuple[dict, list[Reading]]:
+    """The recognizer's table on the real-world set (one thread, one image at a time)."""
+    with one_thread():
+        readings = read_all(recognizer_reader(recognizer), samples)
+    return by_family(samples, readings), readings
+
+
+def tesseract_reader(engine) -> Reader:
+    """Tesseract as a user would run it: `--psm 6` for a paragraph card, `--psm 7` for a line."""
+    from lab_code import tesseract
+
+    return lambda img, s: engine.read(img, tesseract.PSM_BLOCK if s.paragraph else
+                                      tesseract.PSM_LINE)
+
+
+def machine() -> dict:
+    """Where and when the figures were measured."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu": cpu, "cores": os.cpu_count(), "load_average": load,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "platform": platform.platform()}
+
+
+def side_by_side(recognizer: TextRecognizer, samples: Sequence[Sample],
+                 with_tesseract: bool) -> dict:
+    """Both readers on the same images in one run, each on one thread."""
+    table, readings = realworld(recognizer, samples)
+    result: dict = {"images": len(samples), "recognizer": table,
+                    "recognizer_errors": [(str(s.path.name), r.error)
+                                          for s, r in zip(samples, readings, strict=True)
+                                          if r.error][:10]}
+    if with_tesseract:
+        from lab_code import tesseract
+
+        with tesseract.Tesseract() as engine:
+            result["tesseract_version"] = engine.version
+            result["tesseract"] = by_family(samples, read_all(tesseract_reader(engine), samples))
+    return result
+
+
+def print_table(result: dict) -> None:
+    peer = result.get("tesseract")
+    head = f"{'family':12} {'images':>6} {'lines':>6} {'CER':>7} {'ms/line':>8}"
+    print(head + (f" | {'Tesseract CER':>13} {'ms/line':>8}" if peer else ""))
+    for family, row in result["recognizer"].items():
+        line = (f"{family:12} {row['images']:6} {row['lines']:6} {row['cer']:7.2%} "
+                f"{row['ms_per_line']:8.2f}")
+        if peer:
+            line += f" | {peer[family]['cer']:13.2%} {peer[family]['ms_per_line']:8.2f}"
+        print(line)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab_code.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,29 +230,57 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="its training checkpoint, to time eager mode too")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--realworld", type=Path, default=REALWORLD_DIR,
+                        help="the real-world set (default: the committed one)")
+    parser.add_argument("--realworld-only", action="store_true",
+                        help="skip the synthetic sets and the latency (the real-world table only)")
+    parser.add_argument("--tesseract", action="store_true",
+                        help="also run Tesseract on the same images (needs libtesseract: "
+                             "apt-get install -y tesseract-ocr tesseract-ocr-eng)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    recognizer = TextRecognizer(args.model)
-    english, wrong = english_cer(recognizer)
-    result = {
+    try:
+        recognizer = TextRecognizer(args.model)
+        samples = realworld_set(args.realworld)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    result: dict = {
+        "command": "python -m lab_code.evaluate " + " ".join(sys.argv[1:] if argv is None
+                                                             else argv),
+        "machine": machine(),
         "model": str(recognizer.model_path),
         "size_mb": round(recognizer.model_path.stat().st_size / 1e6, 2),
         "parameters": sum(p.numel() for p in recognizer.model.parameters()),
-        "held_out_cer": round(held_out_cer(recognizer), 4),
-        "english_cer": round(english, 4),
-        "english_lines_wrong": f"{len(wrong)} of {len(data.english_set())}",
-        "threads": torch.get_num_threads(),
-        **{k: round(v, 2) for k, v in latency(recognizer, args.checkpoint).items()},
     }
-    for key, value in result.items():
-        print(f"{key:22} {value}")
-    for truth, prediction in wrong[:5]:
-        print(f"  e.g. {truth!r} -> {prediction!r}")
+    if not args.realworld_only:
+        english, wrong = english_cer(recognizer)
+        result.update({
+            "held_out_cer": round(held_out_cer(recognizer), 4),
+            "english_cer": round(english, 4),
+            "english_lines_wrong": f"{len(wrong)} of {len(data.english_set())}",
+            "threads": torch.get_num_threads(),
+            **{k: round(v, 2) for k, v in latency(recognizer, args.checkpoint).items()},
+        })
+        for key, value in result.items():
+            if not isinstance(value, dict):
+                print(f"{key:22} {value}")
+        for truth, prediction in wrong[:5]:
+            print(f"  e.g. {truth!r} -> {prediction!r}")
+    try:
+        result["realworld"] = side_by_side(recognizer, samples, args.tesseract)
+    except RuntimeError as err:  # TesseractError: libtesseract or its model is missing
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if hasattr(os, "getloadavg"):
+        result["machine"]["load_average_end"] = os.getloadavg()
+    print(f"real-world set ({len(samples)} images, one thread, one image at a time):")
+    print_table(result["realworld"])
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -1,0 +1,118 @@
+"""Tesseract, the OCR a user would pick instead, loaded once per process through the C API of the
+system's libtesseract (no Python binding to build): the peer the benchmark compares against.
+
+    python -m lab_code.tesseract line.png --psm 7
+
+An optional benchmark dependency, never needed by the lessons or the production side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import os
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+INSTALL = "apt-get install -y tesseract-ocr tesseract-ocr-eng"
+PSM_BLOCK = 6  # a uniform block of text (paragraphs)
+PSM_LINE = 7  # a single text line
+# Tesseract answers with typographic characters the charset spells in ASCII.
+ASCII = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
+                       "\u2013": "-", "\u2014": "-", "\ufb01": "fi", "\ufb02": "fl"})
+
+
+class TesseractError(RuntimeError):
+    """libtesseract or its English model is missing; the message says how to install them."""
+
+
+def _library() -> ctypes.CDLL:
+    # OpenMP reads its thread limit once, when the library loads: one thread, like the recognizer.
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    name = ctypes.util.find_library("tesseract") or "libtesseract.so.5"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as err:
+        raise TesseractError(f"libtesseract is not installed: {INSTALL}.") from err
+    lib.TessBaseAPICreate.restype = ctypes.c_void_p
+    lib.TessBaseAPIInit3.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+    lib.TessBaseAPISetPageSegMode.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.TessBaseAPISetImage.argtypes = [ctypes.c_void_p, ctypes.c_char_p] + [ctypes.c_int] * 4
+    lib.TessBaseAPISetSourceResolution.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.TessBaseAPIGetUTF8Text.argtypes = [ctypes.c_void_p]
+    lib.TessBaseAPIGetUTF8Text.restype = ctypes.c_void_p
+    lib.TessDeleteText.argtypes = [ctypes.c_void_p]
+    lib.TessBaseAPIEnd.argtypes = [ctypes.c_void_p]
+    lib.TessBaseAPIDelete.argtypes = [ctypes.c_void_p]
+    lib.TessVersion.restype = ctypes.c_char_p
+    return lib
+
+
+class Tesseract:
+    """One initialised Tesseract engine (English, LSTM model); `read` one image at a time."""
+
+    def __init__(self, language: str = "eng") -> None:
+        self.lib = _library()
+        self.version = self.lib.TessVersion().decode()
+        self.handle = ctypes.c_void_p(self.lib.TessBaseAPICreate())
+        if self.lib.TessBaseAPIInit3(self.handle, None, language.encode()) != 0:
+            self.close()
+            raise TesseractError(f"Tesseract has no {language!r} model: {INSTALL}.")
+
+    def read(self, image: Image.Image, psm: int = PSM_LINE) -> str:
+        """Text of `image`: lines joined by newlines, blank lines dropped, quotes in ASCII."""
+        gray = image.convert("L")
+        self.lib.TessBaseAPISetPageSegMode(self.handle, psm)
+        self.lib.TessBaseAPISetImage(self.handle, gray.tobytes(), gray.width, gray.height, 1,
+                                     gray.width)
+        self.lib.TessBaseAPISetSourceResolution(self.handle, 96)  # a screen's, not 0 dpi
+        pointer = self.lib.TessBaseAPIGetUTF8Text(self.handle)
+        if not pointer:
+            return ""
+        try:
+            text = ctypes.string_at(pointer).decode("utf-8", errors="replace")
+        finally:
+            self.lib.TessDeleteText(pointer)
+        lines = (" ".join(line.split()) for line in text.translate(ASCII).splitlines())
+        return "\n".join(line for line in lines if line)
+
+    def close(self) -> None:
+        if self.handle:
+            self.lib.TessBaseAPIEnd(self.handle)
+            self.lib.TessBaseAPIDelete(self.handle)
+            self.handle = ctypes.c_void_p()
+
+    def __enter__(self) -> Tesseract:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lab_code.tesseract", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE", help="image file")
+    parser.add_argument("--psm", type=int, default=PSM_LINE,
+                        help=f"page segmentation mode: {PSM_LINE} one line, {PSM_BLOCK} a block")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        engine = Tesseract()
+    except TesseractError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    with engine:
+        for path in args.inputs:
+            print(engine.read(Image.open(path), args.psm))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
