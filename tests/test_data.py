@@ -64,7 +64,8 @@ def test_english_lines_are_two_to_eight_words():
 
 
 def test_render_gives_an_image_of_the_text(tmp_path):
-    img = data.render("Hello, world!", data.Style.clean(data.fonts()[len(data.fonts()) // 2], size=30))
+    font = data.fonts()[len(data.fonts()) // 2]
+    img = data.render("Hello, world!", data.Style.clean(font, size=30))
     assert isinstance(img, Image.Image) and img.height >= 20 and img.width > img.height * 3
 
 

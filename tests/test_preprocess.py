@@ -57,7 +57,8 @@ def test_light_text_on_mid_grey_with_median_near_half():
     assert abs(np.median(np.asarray(img.convert("L")) / 255.0) - 0.52) < 0.03
     a = _same_line(img)
     b = preprocess.line_array(img)
-    assert np.abs(b - REFERENCE[:, : b.shape[1]]).mean() < 0.1 if b.shape == REFERENCE.shape else True
+    w = min(b.shape[1], REFERENCE.shape[1])  # the same line, read as ink on background
+    assert np.abs(b[:, :w] - REFERENCE[:, :w]).mean() < 0.1
     assert a.mean() < 0.5
 
 
