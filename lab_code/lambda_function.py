@@ -14,3 +14,4 @@ RECOGNIZER = serverless.load_recognizer()  # $MODEL_PATH, else the bundled model
 serverless.warm_up(RECOGNIZER)
 app = serverless.create_app(RECOGNIZER)
 handler = serverless.make_handler(app)
+MODEL_VERSION = app.state.worker().version  # first 12 hex digits of the model file's SHA-256

@@ -13,7 +13,9 @@ import requests
 from PIL import Image
 
 import lab_code
-from lab_code import serverless  # loads the model once
+from lab_code import lambda_function  # the Lambda entry module: loads the model once
+from lab_code.ports import free_port
+from lab_code.processes import start_background, stop_background
 
 ROOT = Path(lab_code.__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "lambda"
@@ -21,12 +23,12 @@ template = json.loads((FIXTURES / "post_image.json").read_text())
 image_b64 = json.loads(template["body"])["image"]
 
 # The local service, as in the lesson (exercise 3 stops it when it is done).
-PORT = serverless.free_port()
+PORT = free_port()
 URL = f"http://127.0.0.1:{PORT}/"
 logs = Path(tempfile.mkdtemp(prefix="lesson04-solutions-"))
-service = serverless.start_background(["lab_code.serverless", "--port", str(PORT)],
-                                      URL + "health", logs / "service.log")
-atexit.register(serverless.stop_background, service)
+service = start_background(["lab_code.serverless", "--port", str(PORT)], URL + "health",
+                           logs / "service.log")
+atexit.register(stop_background, service)
 print("service at", URL)
 
 # %% [exercise 1]
@@ -43,13 +45,13 @@ def binary_event(payload: dict, content_type: str | None = None) -> dict:
     return ev
 
 
-answer = serverless.handler(binary_event({"image": image_b64}), None)
+answer = lambda_function.handler(binary_event({"image": image_b64}), None)
 text = json.loads(answer["body"])["text"]
 print(answer["statusCode"], repr(text))
-assert text == serverless.RECOGNIZER.predict(Image.open(io.BytesIO(base64.b64decode(image_b64))))
+assert text == lambda_function.RECOGNIZER.predict(Image.open(io.BytesIO(base64.b64decode(image_b64))))
 
-form = serverless.handler(binary_event({"image": image_b64},
-                                       "application/x-www-form-urlencoded"), None)
+form = lambda_function.handler(binary_event({"image": image_b64},
+                                            "application/x-www-form-urlencoded"), None)
 print(form["statusCode"], json.loads(form["body"])["error"])
 # Without a Content-Type the service still reads the body as JSON (FastAPI's
 # strict_content_type=False); with a form Content-Type it refuses, and says which header to send.
@@ -76,7 +78,7 @@ def read_text(url: str, path: str | Path) -> str:
 examples = ROOT / "lab_code" / "assets" / "examples"
 print(repr(read_text(URL, examples / "line_serif.png")))
 for url, path in [(URL, ROOT / "lab_code" / "assets" / "words.txt"),
-                  (f"http://127.0.0.1:{serverless.free_port()}/", examples / "line_serif.png")]:
+                  (f"http://127.0.0.1:{free_port()}/", examples / "line_serif.png")]:
     try:
         read_text(url, path)
     except RuntimeError as err:
@@ -109,9 +111,9 @@ for name in ("line_sans.png", "page_3_lines.png"):
     call()  # warm-up
     round_trip = median_ms(call)
     img = Image.open(path)
-    serverless.RECOGNIZER.predict(img)  # warm-up
+    lambda_function.RECOGNIZER.predict(img)  # warm-up
     rows[name] = (round_trip, statistics.median(server_ms[1:]),
-                  median_ms(lambda img=img: serverless.RECOGNIZER.predict(img)))
+                  median_ms(lambda img=img: lambda_function.RECOGNIZER.predict(img)))
 
 print(f"{'image':<18} {'round trip':>11} {'latency_ms':>11} {'in process':>11} {'HTTP overhead':>14}")
 for name, (trip, server, local) in rows.items():
@@ -120,7 +122,7 @@ for name, (trip, server, local) in rows.items():
 # with the image: the TCP connection, HTTP parsing, JSON, base64 and the framework's routing.
 # Recognizing more lines costs far more than shipping a few more kilobytes.
 
-serverless.stop_background(service)  # done with the service
+stop_background(service)  # done with the service
 print("service stopped")
 
 # %% [exercise 4]
@@ -140,3 +142,4 @@ print(f"100,000 cold starts (+5 s each): ${monthly_cost(100_000, warm_s + 5):.2f
 # At tens of milliseconds a request, Lambda costs cents for light traffic; only millions of
 # requests a month make an always-on server cheaper. Cold starts are billed too (the init phase
 # is billed time), so a workload that always starts cold pays mostly for loading the model.
+

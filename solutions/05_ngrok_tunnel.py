@@ -106,3 +106,37 @@ else:
 # its address, but it answers only while your agent and app run, and a browser visitor first sees
 # ngrok's warning page (the plain request above), which the ngrok-skip-browser-warning header skips
 # for programs. A URL that must answer all week is a deployment (lessons 04 and 06), not a tunnel.
+
+# %% [exercise 4]
+import time
+
+import gradio
+import numpy as np
+from gradio.data_classes import FileData
+from PIL import Image
+
+
+def attack(name, fn, *args):
+    """Print how `fn(*args)` ends (its result or its gr.Error sentence) and how long it took."""
+    start = time.perf_counter()
+    try:
+        outcome = repr(fn(*args))[:60]
+    except gradio.Error as err:
+        outcome = f"gr.Error: {err}"
+    print(f"{name:<22} {time.perf_counter() - start:5.2f} s  {outcome}")
+
+
+def stripes(height, width):
+    arr = np.full((height, width), 255, np.uint8)
+    arr[::2] = 0
+    return Image.fromarray(arr)
+
+
+predict = app.make_predict(app.PredictorBackend())
+attack("one line", predict, Image.open(app.example_paths()[0]))
+attack("stripes 1000 x 1000", predict, stripes(1000, 1000))
+attack("stripes 4000 x 4000", predict, stripes(4000, 4000))
+attack("bad data URL", app.decode_upload, FileData(path="", url="data:image/png;base64,@@@"))
+# Each attack ends in a fraction of a second with one sentence: the stripes are refused by the work
+# limits (too many bands of ink) before the model runs, the bad data URL by its base64 check. A
+# login stops none of these for someone who has the password: the limits have to live in the app.
