@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
+from lab_code import ports
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_LIMIT_S = 120.0  # every notebook must run within this on a 2-core CPU
@@ -51,9 +52,7 @@ def pytest_unconfigure(config):
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return ports.free_port("127.0.0.1")
 
 
 # --- per-notebook timing (nbval runs one test item per cell) --------------------------------

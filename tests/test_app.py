@@ -22,14 +22,12 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from stand_ins import serve_http
 
-from lab_code import app, images, preprocess
+from lab_code import app, images, ports, preprocess
 from lab_code.recognizer import TextRecognizer
 
 
 def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return ports.free_port("127.0.0.1")
 
 
 def _port_is_free(port: int) -> bool:

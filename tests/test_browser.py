@@ -5,14 +5,13 @@ friendly message. Skips when Chromium is missing, except in CI (CI set), where t
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from lab_code import app
+from lab_code import app, ports
 from lab_code.recognizer import TextRecognizer
 
 pytestmark = pytest.mark.browser
@@ -49,9 +48,7 @@ def _local_only(route) -> None:
 @pytest.fixture(scope="module")
 def served() -> Iterator[str]:
     demo = app.make_frontend(app.PredictorBackend())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = ports.free_port("127.0.0.1")
     try:
         _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, quiet=True,
                                 prevent_thread_lock=True)
