@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from lab_code import data, metrics, preprocess
+from lab_code.artifacts import model_version
 from lab_code.recognizer import TextRecognizer
 
 # The committed real-world set (rebuilt by tools/realworld.py); present in a clone of the repo.
@@ -252,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m lab_code.evaluate " + " ".join(sys.argv[1:] if argv is None
                                                              else argv),
         "machine": machine(),
-        "model": str(recognizer.model_path),
+        "model": recognizer.model_path.name,  # a name, not this machine's path
+        "model_version": model_version(recognizer.model_path),
         "size_mb": round(recognizer.model_path.stat().st_size / 1e6, 2),
         "parameters": sum(p.numel() for p in recognizer.model.parameters()),
     }
