@@ -110,18 +110,6 @@ def load_image(source: Image.Image | str | os.PathLike, url_policy=None,
     return open_image_bytes(path.read_bytes(), name=str(path), limits=limits)
 
 
-def line_columns(box: tuple[int, int, int, int], shape: tuple[int, int]) -> int:
-    """How many columns a line box of an ink map of `shape` becomes once scaled to HEIGHT rows
-    (exactly as `preprocess.crop_line` does, margin included), from the box alone: nothing is
-    cropped or resized."""
-    top, bottom, left, right = box
-    margin = max(1, round(0.12 * (bottom - top)))
-    top, left = max(0, top - margin), max(0, left - margin)
-    bottom, right = min(shape[0], bottom + margin), min(shape[1], right + margin)
-    height = preprocess.HEIGHT
-    return max(height // 2, round((right - left) * height / max(1, bottom - top)))
-
-
 def _row_bands(ink: np.ndarray) -> int:
     """Runs of inked rows, before any merging: a few array operations, whatever the picture."""
     rows = (ink > preprocess.INK_THRESHOLD).any(axis=1).astype(np.int8)
@@ -143,7 +131,7 @@ def page_lines(img: Image.Image, limits: WorkLimits = LIMITS) -> list[np.ndarray
         raise ImageInputError(
             f"The image has {len(boxes)} text lines, more than the {limits.max_lines} allowed: "
             "crop it into smaller parts.")
-    columns = sum(line_columns(box, ink.shape) for box in boxes)
+    columns = sum(preprocess.line_width(box, ink.shape) for box in boxes)
     if columns > limits.max_columns:
         raise ImageInputError(
             f"The image's lines come to {columns:,} columns for the model, more than the "

@@ -194,15 +194,27 @@ def line_boxes(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
     return boxes
 
 
-def crop_line(ink: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Crop one line with a margin and scale it to HEIGHT rows (float32, ink = 1)."""
+def _with_margin(box: tuple[int, int, int, int],
+                 shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """A line box grown by the margin crop_line keeps around the ink, inside the image."""
     top, bottom, left, right = box
     margin = max(1, round(0.12 * (bottom - top)))
-    top, left = max(0, top - margin), max(0, left - margin)
-    bottom, right = min(ink.shape[0], bottom + margin), min(ink.shape[1], right + margin)
+    return (max(0, top - margin), min(shape[0], bottom + margin),
+            max(0, left - margin), min(shape[1], right + margin))
+
+
+def line_width(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> int:
+    """How many columns the line in `box` (of an ink map of `shape`) becomes once crop_line
+    scales it to HEIGHT rows, from the box alone: nothing is cropped or resized."""
+    top, bottom, left, right = _with_margin(box, shape)
+    return max(HEIGHT // 2, round((right - left) * HEIGHT / max(1, bottom - top)))
+
+
+def crop_line(ink: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Crop one line with a margin and scale it to HEIGHT rows (float32, ink = 1)."""
+    top, bottom, left, right = _with_margin(box, ink.shape)
     crop = Image.fromarray((ink[top:bottom, left:right] * 255).astype(np.uint8), mode="L")
-    width = max(HEIGHT // 2, round(crop.width * HEIGHT / crop.height))
-    crop = crop.resize((width, HEIGHT), Image.Resampling.BILINEAR)
+    crop = crop.resize((line_width(box, ink.shape), HEIGHT), Image.Resampling.BILINEAR)
     return np.asarray(crop, dtype=np.float32) / 255.0
 
 
@@ -214,8 +226,7 @@ def line_arrays(img: Image.Image) -> list[np.ndarray]:
     ink = ink_map(img)
     out, total = [], 0
     for box in line_boxes(ink):
-        top, bottom, left, right = box
-        total += HEIGHT * max(HEIGHT // 2, round((right - left) * HEIGHT / (bottom - top)))
+        total += HEIGHT * line_width(box, ink.shape)
         if total > MAX_OUTPUT:
             break
         out.append(crop_line(ink, box))

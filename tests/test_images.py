@@ -154,10 +154,10 @@ def test_page_lines_limits_lines_and_columns_from_the_boxes():
         images.page_lines(_line(), narrow)
 
 
-def test_line_columns_matches_the_cropped_width():
+def test_line_width_matches_the_cropped_width():
     ink = preprocess.ink_map(_page([data.english_lines()[i] for i in range(3)]))
     for box in preprocess.line_boxes(ink):
-        assert images.line_columns(box, ink.shape) == preprocess.crop_line(ink, box).shape[1]
+        assert preprocess.line_width(box, ink.shape) == preprocess.crop_line(ink, box).shape[1]
 
 
 def test_the_pixel_limit_refuses_before_decoding():

@@ -6,9 +6,11 @@ so a regression fails here. The course's goals are tighter and not met yet: real
 synthetic <= 2%. Clean English lines already meet their goal of 0.5%.
 """
 
+import os
+
 import pytest
 
-from lab_code import evaluate
+from lab_code import data, evaluate, fonts
 from lab_code.recognizer import TextRecognizer
 
 # measured: 4.32%, 12.27%, 0.60%, 5.37%, 0.28%
@@ -22,6 +24,18 @@ ENGLISH_CER = 0.005
 @pytest.fixture(scope="module")
 def recognizer():
     return TextRecognizer()
+
+
+@pytest.fixture(scope="module")
+def training_fonts():
+    """The synthetic sets are drawn in the installed training fonts: their figures hold only
+    with the fonts `make fonts` installs (matplotlib's alone draw other lines). Skipped without
+    them, except in CI, where that fails."""
+    if not any(fonts.MATPLOTLIB_DIR not in path.parents for path in data.fonts()):
+        reason = "only matplotlib's fonts are installed: run `sudo make fonts` to measure this"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must measure the synthetic sets, but {reason}")
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +54,11 @@ def _worst(samples, readings, family=None, n=8):
     return sorted(rows, reverse=True)[:n]
 
 
-def test_held_out_cer(recognizer):
+def test_held_out_cer(recognizer, training_fonts):
     assert evaluate.held_out_cer(recognizer) <= HELD_OUT_CER
 
 
-def test_english_lines_cer_at_most_half_a_percent(recognizer):
+def test_english_lines_cer_at_most_half_a_percent(recognizer, training_fonts):
     cer, wrong = evaluate.english_cer(recognizer)
     assert cer <= ENGLISH_CER, wrong[:10]
 
