@@ -67,6 +67,16 @@ def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
     return module.eval()
 
 
+def optimize_for_cpu(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """The module frozen (weights and attributes become constants, batch norms fold into the
+    convolutions) and rewritten for inference on the CPU (oneDNN layouts, fused ops): same text,
+    about half the time on this course's model. The result cannot be saved and loaded again, so
+    it is made at load time; `height` stays readable."""
+    with quiet_torchscript():
+        frozen = torch.jit.freeze(module.eval(), preserved_attrs=["height"])
+        return torch.jit.optimize_for_inference(frozen)
+
+
 WANDB_PROJECT_ENV = "WANDB_PROJECT"
 DEFAULT_WANDB_PROJECT = "text-recognizer"
 
