@@ -49,9 +49,9 @@ A small convolutional + recurrent network, trained on synthetic text lines and c
 TorchScript, reads each line of the picture; a page is split into lines first. It was trained on
 printed English text in about 300 fonts, with the blur, compression and colours of screenshots
 and photos: screenshots and clean pages read well, while handwriting and small text in phone
-photos still come out garbled. Pictures larger than {preprocess.MAX_SIDE} pixels on a side are scaled down first;
-uploads over {MAX_UPLOAD_MB} MB, or pictures of more than {images.LIMITS.max_lines} lines,
-are refused.
+photos still come out garbled. Pictures larger than {preprocess.MAX_SIDE} pixels on a side are
+scaled down first; uploads over {MAX_UPLOAD_MB} MB, or pictures of more than
+{images.LIMITS.max_lines} lines, are refused.
 
 This page is also an API: see "Use via API" at the bottom, or call it with `gradio_client`.
 """

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 MODEL_FILE = "text_recognizer.pt"
-TORCHSCRIPT_DEPRECATION = r".*is deprecated\. Please switch to `?torch\.(compile|export)"
+TORCHSCRIPT_DEPRECATION = r".*is deprecated\. Please (switch to|use) `?torch\.(compile|export)"
 
 
 def bundled_model_path() -> Path:
@@ -73,7 +73,8 @@ def optimize_for_cpu(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     about half the time on this course's model. The result cannot be saved and loaded again, so
     it is made at load time; `height` stays readable."""
     with quiet_torchscript():
-        frozen = torch.jit.freeze(module.eval(), preserved_attrs=["height"])
+        kept = [name for name in ("height",) if hasattr(module, name)]
+        frozen = torch.jit.freeze(module.eval(), preserved_attrs=kept)
         return torch.jit.optimize_for_inference(frozen)
 
 

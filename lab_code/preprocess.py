@@ -244,12 +244,14 @@ def line_array(img: Image.Image) -> np.ndarray:
     return crop_line(ink, box)
 
 
-def batch(arrays: Sequence[np.ndarray]) -> torch.Tensor:
-    """Stack line arrays into a (B, 1, HEIGHT, W_max + TAIL_PAD) tensor, right-padded with
-    background, so that every line ends in at least TAIL_PAD columns of background."""
+def batch(arrays: Sequence[np.ndarray], multiple_of: int = 1) -> torch.Tensor:
+    """Stack line arrays into a (B, 1, HEIGHT, W) tensor, right-padded with background, so that
+    every line ends in at least TAIL_PAD columns of background; W = W_max + TAIL_PAD, rounded up
+    to a multiple of `multiple_of` (few distinct widths let a compiled model reuse its plans)."""
     import torch  # here, so that a frontend that only forwards images never loads torch
 
     width = max(a.shape[1] for a in arrays) + TAIL_PAD
+    width = -(-width // multiple_of) * multiple_of
     out = torch.zeros(len(arrays), 1, HEIGHT, width)
     for i, a in enumerate(arrays):
         out[i, 0, :, : a.shape[1]] = torch.from_numpy(a)

@@ -86,8 +86,9 @@ def make_batch(arrays: Sequence[np.ndarray], batch_size: int, width: int = LINE_
 
 def load_model(model_path: str | os.PathLike | None = None,
                device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
-    """The production TorchScript module (the one TextRecognizer uses), moved to `device`."""
-    return TextRecognizer(model_path).model.to(device)
+    """The production TorchScript module as its file holds it (TextRecognizer's `loaded`: lesson
+    02 profiles the saved model, on a CPU or a GPU), moved to `device`."""
+    return TextRecognizer(model_path, optimize=False).loaded.to(device)
 
 
 # --- profiling ----------------------------------------------------------------------------------
@@ -367,8 +368,8 @@ def read_line_by_line(model: Callable[[torch.Tensor], list[str]], page: Image.Im
 def read_as_one_batch(model: Callable[[torch.Tensor], list[str]], page: Image.Image,
                       device: str | torch.device = "cpu") -> list[str]:
     """Split the page into lines, then one call for all of them: TextRecognizer.predict_lines."""
-    on_device = SimpleNamespace(model=lambda batch: model(batch.to(device)))
-    # predict_lines needs only `.model`: the production batching code, around this model
+    on_device = SimpleNamespace(model=lambda batch: model(batch.to(device)), width_step=1)
+    # predict_lines needs only `.model` and `.width_step` (1: no rounding, as read_line_by_line)
     return TextRecognizer.predict_lines(on_device, preprocess.line_arrays(page))
 
 

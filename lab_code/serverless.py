@@ -18,19 +18,21 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
 import os
 import sys
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,6 +59,7 @@ class ServiceLimits:
     max_decoding: int = 2  # images decoded and split into lines at once (each may take ~300 MB)
     retry_after_s: int = 2  # the Retry-After a 503 carries
     stuck_after_s: float = 60.0  # /health says unhealthy while one model call runs longer
+    cache_entries: int = 0  # texts of recent images kept by content hash (0: no cache)
     url_policy: urlfetch.UrlPolicy = field(default_factory=urlfetch.UrlPolicy)
     work: images.WorkLimits = images.LIMITS
 
@@ -92,6 +95,61 @@ def warm_up(recognizer: TextRecognizer) -> None:
     recognizer.predict_lines([np.zeros((preprocess.HEIGHT, 4 * preprocess.HEIGHT), np.float32)])
 
 
+@contextlib.contextmanager
+def stage(timings: dict[str, float] | None, name: str):
+    """Add the milliseconds the block takes to timings[name] (nothing when timings is None)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + (time.perf_counter() - start) * 1000
+
+
+def server_timing(timings: dict[str, float]) -> str:
+    """A Server-Timing header value (`read;dur=0.41, model;dur=2.3`): browsers' network panels
+    and lab_code.loadgen read it, so each response says where its time went."""
+    return ", ".join(f"{name};dur={ms:.2f}" for name, ms in timings.items())
+
+
+class ResultCache:
+    """The texts of recently read images, keyed by the SHA-256 of their bytes and the model's
+    version, at most `max_entries` (least recently used out first); safe across threads.
+
+    Identical bytes always give the same text with the same model, so a hit is never wrong. What
+    it costs: a caller can tell (by the time, or the `cache;desc=hit` timing) that someone sent
+    the same image before, so a shared cache suits public images, not private documents."""
+
+    def __init__(self, max_entries: int, version: str = "") -> None:
+        self.max_entries, self.version = max_entries, version
+        self._items: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def key(self, data: bytes) -> str:
+        return hashlib.sha256(self.version.encode() + b"\0" + data).hexdigest()
+
+    def get(self, key: str) -> tuple[str, int] | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return found
+
+    def put(self, key: str, text: str, lines: int) -> None:
+        with self._lock:
+            self._items[key] = (text, lines)
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class DeadlinePassed(Exception):
     """A request's deadline passed before the model got to it: its forward pass is skipped."""
 
@@ -107,15 +165,21 @@ class ModelWorker:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._busy_since: float | None = None
 
-    def submit(self, lines: list[np.ndarray], deadline: float) -> Future:
-        return self._pool.submit(self._run, lines, deadline)
+    def submit(self, lines: list[np.ndarray], deadline: float,
+               timings: dict[str, float] | None = None) -> Future:
+        """Queue one forward pass; `timings` gets its "queue" and "model" milliseconds."""
+        return self._pool.submit(self._run, lines, deadline, time.perf_counter(),
+                                 {} if timings is None else timings)
 
-    def _run(self, lines: list[np.ndarray], deadline: float) -> list[str]:
+    def _run(self, lines: list[np.ndarray], deadline: float, queued: float,
+             timings: dict[str, float]) -> list[str]:
         if time.monotonic() > deadline:
             raise DeadlinePassed
         self._busy_since = time.monotonic()
+        timings["queue"] = (time.perf_counter() - queued) * 1000
         try:
-            return self.recognizer.predict_lines(lines)
+            with stage(timings, "model"):
+                return self.recognizer.predict_lines(lines)
         finally:
             self._busy_since = None
 
@@ -201,23 +265,34 @@ def request_bytes(req: PredictRequest, limits: ServiceLimits) -> tuple[bytes, st
         raise ApiError(err.status, f"image_url: {err}") from err
 
 
+def bytes_lines(data: bytes, name: str, limits: ServiceLimits,
+                decoding: threading.Semaphore | None = None,
+                timings: dict[str, float] | None = None) -> list[np.ndarray]:
+    """Decode image bytes and split them into lines, within the work limits (422). `decoding`
+    bounds how many images are decoded at once (memory); `timings` gets "decode" and "lines"."""
+    with decoding or contextlib.nullcontext():
+        try:
+            with stage(timings, "decode"):
+                img = images.open_image_bytes(data, name=name, limits=limits.work)
+            with stage(timings, "lines"):
+                return images.page_lines(img, limits.work)
+        except images.ImageInputError as err:
+            raise ApiError(err.status, str(err)) from err
+
+
 def request_lines(req: PredictRequest, limits: ServiceLimits,
                   decoding: threading.Semaphore | None = None,
-                  fetched: Any = None) -> list[np.ndarray]:
-    """Decode the request's image and split it into lines, within the work limits (422).
-    `decoding` bounds how many images are decoded at once (memory); `fetched()` is called once
-    the bytes are in hand (a download slot given back)."""
+                  fetched: Any = None, timings: dict[str, float] | None = None) -> list[np.ndarray]:
+    """The request's image as line arrays: its bytes (base64 or download: "read" in `timings`),
+    decoded and split by bytes_lines. `fetched()` is called once the bytes are in hand (a
+    download slot given back)."""
     try:
-        data, name = request_bytes(req, limits)
+        with stage(timings, "read"):
+            data, name = request_bytes(req, limits)
     finally:
         if fetched is not None:
             fetched()
-    with decoding or contextlib.nullcontext():
-        try:
-            img = images.open_image_bytes(data, name=name, limits=limits.work)
-            return images.page_lines(img, limits.work)
-        except images.ImageInputError as err:
-            raise ApiError(err.status, str(err)) from err
+    return bytes_lines(data, name, limits, decoding, timings)
 
 
 ERRORS = {status: {"model": ErrorResponse}
@@ -238,7 +313,8 @@ def create_app(recognizer: TextRecognizer | None = None, *,
     its lifespan hook loads `model_path` (else $MODEL_PATH, else the bundled model) at startup
     and /health answers 503 until it is ready."""
     limits = limits or ServiceLimits()
-    state: dict[str, Any] = {"worker": ModelWorker(recognizer) if recognizer else None}
+    state: dict[str, Any] = {"worker": ModelWorker(recognizer) if recognizer else None,
+                             "cache": None}
     waiting, fetching = Counter(limits.max_waiting), Counter(limits.max_fetches)
     decoding = threading.BoundedSemaphore(limits.max_decoding)
 
@@ -248,6 +324,8 @@ def create_app(recognizer: TextRecognizer | None = None, *,
             loaded = await run_in_threadpool(load_recognizer, model_path)
             await run_in_threadpool(warm_up, loaded)
             state["worker"] = ModelWorker(loaded)
+        if limits.cache_entries > 0:
+            state["cache"] = ResultCache(limits.cache_entries, state["worker"].version)
         try:
             yield
         finally:
@@ -260,15 +338,28 @@ def create_app(recognizer: TextRecognizer | None = None, *,
                   strict_content_type=False)
     busy = {"Retry-After": str(limits.retry_after_s)}
 
-    def prepare(req: PredictRequest, started: threading.Event, give_fetch) -> list[np.ndarray]:
+    def prepare(req: PredictRequest, started: threading.Event, give_fetch,
+                timings: dict[str, float]) -> tuple[list[np.ndarray], str | None, Any]:
+        """The request's lines, and its cache key and cached (text, lines) when caching."""
         started.set()
-        # a download's slot comes back when it really ends, not at the 504
-        return request_lines(req, limits, decoding, fetched=give_fetch)
+        try:  # a download's slot comes back when it really ends, not at the 504
+            with stage(timings, "read"):
+                data, name = request_bytes(req, limits)
+        finally:
+            give_fetch()
+        cache: ResultCache | None = state["cache"]
+        key = cache.key(data) if cache is not None else None
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            return [], key, hit
+        return bytes_lines(data, name, limits, decoding, timings), key, None
 
     @app.post("/", response_model=PredictResponse)
-    async def predict(req: PredictRequest, request: Request) -> PredictResponse:
+    async def predict(req: PredictRequest, request: Request,
+                      response: Response) -> PredictResponse:
         """Read the text in one image."""
         start, deadline = time.perf_counter(), time.monotonic() + limits.deadline_s
+        timings: dict[str, float] = {}
         worker: ModelWorker | None = state["worker"]
         if worker is None:
             raise ApiError(503, "The model is still loading: try again in a few seconds.", busy)
@@ -285,12 +376,12 @@ def create_app(recognizer: TextRecognizer | None = None, *,
                                         f"{limits.max_fetches} images: try again in "
                                         f"{limits.retry_after_s} s.", busy)
             try:
-                lines = await asyncio.wait_for(
-                    run_in_threadpool(prepare, req, started, give_fetch),
+                lines, key, hit = await asyncio.wait_for(
+                    run_in_threadpool(prepare, req, started, give_fetch, timings),
                     deadline - time.monotonic())
-                texts: list[str] = []
+                texts: list[str] = [hit[0]] if hit else []
                 if lines:
-                    job = worker.submit(lines, deadline)
+                    job = worker.submit(lines, deadline, timings)
                     try:
                         texts = await asyncio.wait_for(asyncio.wrap_future(job),
                                                        max(0.0, deadline - time.monotonic()))
@@ -303,10 +394,15 @@ def create_app(recognizer: TextRecognizer | None = None, *,
             waiting.give()
             if not started.is_set():  # the thread never ran: nothing else gives the slot back
                 give_fetch()
-        text = "\n".join(texts)
+        text, count = "\n".join(texts), hit[1] if hit else len(lines)
+        if key is not None and hit is None:
+            state["cache"].put(key, text, count)
         request.state.text_chars = len(text)
-        return PredictResponse(text=text, model_version=worker.version, lines=len(lines),
-                               latency_ms=round((time.perf_counter() - start) * 1000, 2))
+        latency_ms = (time.perf_counter() - start) * 1000
+        response.headers["server-timing"] = server_timing(
+            {**timings, "handler": latency_ms}) + (", cache;desc=hit" if hit else "")
+        return PredictResponse(text=text, model_version=worker.version, lines=count,
+                               latency_ms=round(latency_ms, 2))
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -318,6 +414,9 @@ def create_app(recognizer: TextRecognizer | None = None, *,
                                 headers=busy)
         body = {"status": "ok", "model_loaded": True, "model_version": worker.version,
                 "waiting": waiting.value}
+        if state["cache"] is not None:
+            cache = state["cache"]
+            body["cache"] = {"entries": len(cache), "hits": cache.hits, "misses": cache.misses}
         stuck = worker.stuck_for()
         if stuck > limits.stuck_after_s:
             body["status"] = "unhealthy"
@@ -423,7 +522,9 @@ class RequestGuard:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                app_ms = (time.perf_counter() - start) * 1000  # body, JSON, validation, handler
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode()),
+                                      (b"server-timing", f"app;dur={app_ms:.2f}".encode())]
             await send(message)
 
         size = _declared_length(scope) or 0
@@ -577,9 +678,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deadline", type=float, default=defaults.deadline_s, metavar="SECONDS",
                         help=f"answer 504 after this long (default: {defaults.deadline_s:.0f})")
     parser.add_argument("--max-waiting", type=int, default=defaults.max_waiting, metavar="N",
-                        help="answer 503 when this many requests are already in progress "
-                             f"(default: {defaults.max_waiting})")
+                        help="answer 503 when this many requests are already in progress, per "
+                             f"worker (default: {defaults.max_waiting})")
+    parser.add_argument("--workers", type=int, default=default_workers(), metavar="N",
+                        help="server processes, each with its own copy of the model and one "
+                             "torch thread (default: one per CPU core, at most "
+                             f"{MAX_DEFAULT_WORKERS}: here {default_workers()})")
+    parser.add_argument("--cache", type=int, default=defaults.cache_entries, metavar="N",
+                        help="keep the texts of the last N distinct images per worker and answer "
+                             "a repeat without the model (default: 0, off; see ResultCache for "
+                             "when it is safe)")
     return parser
+
+
+MAX_DEFAULT_WORKERS = 4
+CONFIG_ENV = "LAB_SERVICE_CONFIG"  # how `main` hands its settings to uvicorn's worker processes
+
+
+def default_workers() -> int:
+    """One worker process per CPU core this process may use, at most MAX_DEFAULT_WORKERS."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_WORKERS))
+
+
+def app_from_environment() -> FastAPI:
+    """The app that each of uvicorn's worker processes builds (uvicorn's `factory=True`): its
+    settings come from $LAB_SERVICE_CONFIG, which `main` writes, and its model from $MODEL_PATH."""
+    use_one_torch_thread()
+    config = json.loads(os.environ.get(CONFIG_ENV) or "{}")
+    policy = urlfetch.UrlPolicy(allow_private=True if config.pop("allow_private", False) else None)
+    return create_app(limits=replace(ServiceLimits(), url_policy=policy, **config))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -593,16 +724,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: No model file at {model_path}: run `make model` or set {MODEL_ENV} to a "
               ".pt TorchScript file.", file=sys.stderr)
         return 1
+    if args.workers < 1 or args.cache < 0 or args.max_waiting < 1:
+        print("error: --workers and --max-waiting must be at least 1, and --cache at least 0.",
+              file=sys.stderr)
+        return 2
     import uvicorn
 
-    use_one_torch_thread()
-    policy = replace(urlfetch.UrlPolicy(), allow_private=True) if args.allow_private_urls else None
-    limits = replace(ServiceLimits(), deadline_s=args.deadline, max_waiting=args.max_waiting,
-                     **({"url_policy": policy} if policy else {}))
-    app = create_app(model_path=model_path, limits=limits)
-    print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}/ "
-          f"(POST JSON, GET /health, docs at /docs); Ctrl+C stops it.", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+    os.environ[MODEL_ENV] = str(model_path)
+    os.environ[CONFIG_ENV] = json.dumps({
+        "deadline_s": args.deadline, "max_waiting": args.max_waiting,
+        "cache_entries": args.cache, "allow_private": args.allow_private_urls})
+    workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
+    print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}/ with "
+          f"{workers} (POST JSON, GET /health, docs at /docs); Ctrl+C stops it.", flush=True)
+    uvicorn.run("lab_code.serverless:app_from_environment", factory=True, host=args.host,
+                port=args.port, workers=args.workers, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=5)
     return 0
 

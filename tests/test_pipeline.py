@@ -48,7 +48,7 @@ def test_export_stage_fetch_predict(trained, tmp_path):
     batch = preprocess.batch([preprocess.line_array(line)])
     fetched = TextRecognizer(path)
     with torch.inference_mode():
-        assert torch.allclose(fetched.model.logits(batch), model.eval().logits(batch), atol=1e-4)
+        assert torch.allclose(fetched.loaded.logits(batch), model.eval().logits(batch), atol=1e-4)
         assert fetched.predict(line) == model(batch)[0]
 
 
