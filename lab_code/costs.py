@@ -11,8 +11,10 @@ its memory, one full vCPU at 1,769 MB. A CPU-bound, single-threaded request that
 `ms_one_vcpu` on one vCPU is taken to last `ms_one_vcpu * 1769 / memory_mb` below 1,769 MB and
 exactly `ms_one_vcpu` above (up to 6 vCPUs at 10,240 MB, which one thread cannot use). Network,
 image decoding and waiting on other services do not scale that way; measure on Lambda to be sure.
-Duration is billed per 1 ms, rounded up. A cold start adds its init time to that request's billed
-duration (billed for every on-demand function since August 2025, container images included).
+Duration is billed per 1 ms, rounded up. A cold start adds its init time, taken as you measured
+it (not scaled with memory), to that request's billed duration: since 1 August 2025 Lambda bills
+the init phase of every on-demand function; container images and custom runtimes paid for it
+before, functions packaged as .zip on a managed runtime did not.
 The free tier is a separate, optional line: it belongs to the account, not to one function.
 
 The instance side assumes traffic spread over the month, `peak_to_average` times higher at peak,
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 
 ONE_VCPU_MB = 1769  # "At 1,769 MB, a function has the equivalent of one vCPU"
 MIN_MB, MAX_MB = 128, 10_240  # Lambda's memory range, in 1-MB steps
-HOURS_PER_MONTH = 730  # what AWS's own calculator uses
+HOURS_PER_MONTH = 730  # 365 * 24 / 12: an average month
 SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
 TARGET_UTILIZATION = 0.6  # headroom for bursts: queueing delay grows fast near saturation
 ARCHES = ("x86_64", "arm64")
@@ -172,7 +174,7 @@ def lambda_gb_seconds(ms_one_vcpu: float, memory_mb: int, init_ms: float = 0.0,
     """GB-seconds billed per request on average: a warm request bills its duration, a cold one
     (`cold_fraction` of them) its duration plus `init_ms` of init, each rounded up to 1 ms."""
     ms = lambda_ms(ms_one_vcpu, memory_mb)
-    if init_ms < 0:
+    if not 0 <= init_ms < math.inf:
         raise CostError(f"The init time must be zero or more milliseconds, not {init_ms:g}.")
     cold = _fraction("The cold-start fraction", cold_fraction, zero_ok=True)
     billed = (1 - cold) * billed_ms(ms) + cold * billed_ms(ms + init_ms)
@@ -212,7 +214,7 @@ def instances_needed(peak_per_s: float, throughput_per_s: float,
                      target_utilization: float = TARGET_UTILIZATION) -> int:
     """Instances to keep running so that the peak load leaves each at `target_utilization`
     (always at least one: an always-on service never scales to zero)."""
-    if peak_per_s < 0:
+    if not 0 <= peak_per_s < math.inf:
         raise CostError(f"The peak load must be zero or more requests per second, not "
                         f"{peak_per_s:g}.")
     per_instance = (_positive("The throughput", throughput_per_s)

@@ -148,6 +148,8 @@ def test_the_lessons_example_breaks_even_near_160_million_a_month():
     lambda: Scenario(6.5, 230, peak_to_average=0.5),
     lambda: Scenario(6.5, 230, cold_fraction=2),
     lambda: Scenario(6.5, 230, init_ms=-5),
+    lambda: Scenario(6.5, 230, init_ms=float("nan"), cold_fraction=0.1),
+    lambda: costs.instances_needed(float("nan"), 230),
     lambda: Scenario(float("nan"), 230),
     lambda: costs.instance("m99.huge"),
 ])
