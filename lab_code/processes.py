@@ -4,7 +4,9 @@ answers, and stop it cleanly. Used by the lessons and tests for the serverless s
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,8 +23,9 @@ def start_background(args: list[str], ready_url: str, log: str | os.PathLike,
     paths = [package_root, os.environ.get("PYTHONPATH")]
     child_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     with open(log, "wb") as out:
+        # its own process group, so that stopping it also stops any workers it started
         proc = subprocess.Popen([sys.executable, "-m", *args], stdout=out,
-                                stderr=subprocess.STDOUT, env=child_env)
+                                stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -41,7 +44,8 @@ def start_background(args: list[str], ready_url: str, log: str | os.PathLike,
 
 
 def stop_background(proc: subprocess.Popen, timeout: float = 15.0) -> int:
-    """Stop a process from `start_background` (SIGTERM, then SIGKILL) and return its exit code."""
+    """Stop a process from `start_background` (SIGTERM, then SIGKILL) and return its exit code;
+    whatever it started in its process group (uvicorn's workers) gets SIGKILL after it."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -49,4 +53,6 @@ def stop_background(proc: subprocess.Popen, timeout: float = 15.0) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group, if any
     return proc.returncode

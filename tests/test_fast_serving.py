@@ -1,0 +1,267 @@
+"""Lesson 07's levers on the production side: the model frozen for the CPU at load with widths
+rounded up (same text), Server-Timing stages, the result cache, worker processes, and the load
+generator that measures them (lab_code.loadgen) against a real service."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from lab_code import data, evaluate, loadgen, preprocess, serverless
+from lab_code.ports import free_port
+from lab_code.processes import start_background, stop_background
+from lab_code.recognizer import WIDTH_STEP, TextRecognizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def png_b64(text: str, size: int = 26) -> str:
+    buf = io.BytesIO()
+    data.render(text, data.Style.clean(data.fonts()[0], size=size)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def recognizers() -> tuple[TextRecognizer, TextRecognizer]:
+    return TextRecognizer(optimize=False), TextRecognizer()
+
+
+# --- the model: frozen at load, widths rounded up, same text -----------------------------------
+def test_batch_rounds_the_width_up_and_keeps_every_column():
+    arrays = [np.random.default_rng(0).random((preprocess.HEIGHT, w), np.float32) for w in (50, 70)]
+    plain, rounded = preprocess.batch(arrays), preprocess.batch(arrays, multiple_of=64)
+    assert plain.shape[-1] == 70 + preprocess.TAIL_PAD and rounded.shape[-1] == 128
+    assert (rounded[..., : plain.shape[-1]] == plain).all() and (rounded[..., 86:] == 0).all()
+    assert preprocess.batch(arrays, multiple_of=86).shape[-1] == 86  # already a multiple
+
+
+def test_the_optimized_recognizer_reads_the_real_world_set_exactly_as_the_saved_model(recognizers):
+    plain, fast = recognizers
+    assert fast.width_step == WIDTH_STEP and plain.width_step == 1
+    samples = evaluate.realworld_set()[::7]  # 60 images, every family
+    assert {s.family for s in samples} == {"unseen_font", "screenshot", "phone", "paragraph"}
+    imgs = [Image.open(s.path).convert("RGB") for s in samples]
+    assert [fast.predict(i) for i in imgs] == [plain.predict(i) for i in imgs]
+
+
+def test_the_optimized_model_is_frozen_and_the_loaded_one_keeps_its_weights(recognizers):
+    plain, fast = recognizers
+    assert fast.model is not fast.loaded and plain.model is plain.loaded
+    assert sum(p.numel() for p in fast.loaded.parameters()) > 100_000
+    assert not list(fast.model.parameters())  # frozen: the weights are constants now
+    assert fast.model.height == preprocess.HEIGHT
+
+
+def test_a_model_that_cannot_be_frozen_still_runs_as_loaded_with_a_warning(monkeypatch):
+    def refuse(module):
+        raise RuntimeError("freezing is not supported here\nmore detail")
+
+    monkeypatch.setattr("lab_code.recognizer.optimize_for_cpu", refuse)
+    with pytest.warns(RuntimeWarning, match="runs unoptimized: freezing it failed"):
+        recognizer = TextRecognizer()
+    assert recognizer.model is recognizer.loaded
+    assert recognizer.predict(data.render("plain text", data.Style.clean(data.fonts()[0])))
+
+
+# --- Server-Timing and the cache, in-process ---------------------------------------------------
+@pytest.fixture(scope="module")
+def client(recognizers):
+    app = serverless.create_app(recognizers[1],
+                                limits=serverless.ServiceLimits(cache_entries=2))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def timing(resp) -> dict[str, float]:
+    return loadgen.parse_server_timing(resp.headers["server-timing"])
+
+
+def test_every_answer_says_where_its_time_went(client):
+    resp = client.post("/", json={"image": png_b64("where the time goes")})
+    assert resp.status_code == 200 and resp.json()["text"] == "where the time goes"
+    stages = timing(resp)
+    assert {"read", "decode", "lines", "queue", "model", "handler", "app"} <= set(stages)
+    assert all(ms >= 0 for ms in stages.values())
+    inner = sum(stages[k] for k in ("read", "decode", "lines", "queue", "model"))
+    assert inner <= stages["handler"] <= stages["app"]
+    bad = client.post("/", json={"image": "bm90IGFuIGltYWdl"})
+    assert bad.status_code == 422 and set(timing(bad)) == {"app"}
+
+
+def test_a_repeated_image_is_answered_from_the_cache_without_the_model(client, monkeypatch):
+    image = png_b64("read me twice")
+    first = client.post("/", json={"image": image})
+    worker = client.app.state.worker()
+    calls = []
+    real = worker.recognizer.predict_lines
+    monkeypatch.setattr(worker.recognizer, "predict_lines",
+                        lambda lines: calls.append(len(lines)) or real(lines))
+    second = client.post("/", json={"image": image})
+    assert second.status_code == 200 and not calls
+    assert {k: v for k, v in second.json().items() if k != "latency_ms"} == \
+        {k: v for k, v in first.json().items() if k != "latency_ms"}
+    assert "cache;desc=hit" in second.headers["server-timing"]
+    assert "model" not in timing(second) and "model" in timing(first)
+    health = client.get("/health").json()["cache"]
+    assert health["hits"] >= 1 and health["entries"] <= 2
+
+
+def test_the_cache_is_bounded_and_forgets_the_least_recently_used():
+    cache = serverless.ResultCache(2, version="v1")
+    keys = [cache.key(bytes([i])) for i in range(3)]
+    for i, key in enumerate(keys):
+        cache.put(key, f"text {i}", 1)
+        cache.get(keys[0])  # keep the first one recent
+    assert len(cache) == 2 and cache.get(keys[0]) == ("text 0", 1) and cache.get(keys[1]) is None
+    assert serverless.ResultCache(2, version="v2").key(b"\x00") != keys[0]  # per model version
+
+
+def test_no_cache_unless_asked(recognizers):
+    with TestClient(serverless.create_app(recognizers[1])) as plain:
+        image = png_b64("asked twice")
+        plain.post("/", json={"image": image})
+        again = plain.post("/", json={"image": image})
+        assert "cache" not in again.headers["server-timing"]
+        assert "cache" not in plain.get("/health").json()
+
+
+# --- worker processes and the load generator, over real HTTP ----------------------------------
+def group_members(pgid: int, workers_only: bool = False) -> list[int]:
+    """Live processes of a process group; with `workers_only`, uvicorn's worker processes."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) != pgid or fields[0] in "ZX":
+                continue
+            cmdline = (entry / "cmdline").read_bytes() if workers_only else b""
+            worker = b"spawn_main" in cmdline and b"resource_tracker" not in cmdline
+            if not workers_only or worker:
+                members.append(int(entry.name))
+    return members
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """The service with two worker processes and a small queue, as `--workers 2` starts it."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("workers") / "serverless.log"
+    url = f"http://127.0.0.1:{port}/"
+    proc = start_background(["lab_code.serverless", "--port", str(port), "--workers", "2",
+                             "--max-waiting", "4"], url + "health", log)
+    try:
+        deadline = time.monotonic() + 120  # the supervisor answers once one worker is up
+        while len(group_members(proc.pid, workers_only=True)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield proc, url, log
+    finally:
+        stop_background(proc)
+        deadline = time.monotonic() + 10  # SIGKILLed processes take a moment to go
+        while group_members(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not group_members(proc.pid), "a worker outlived the service"
+
+
+@pytest.mark.slow
+def test_two_workers_are_two_processes_that_both_answer(service):
+    proc, url, log = service
+    assert len(group_members(proc.pid, workers_only=True)) == 2
+    assert "with 2 workers" in Path(log).read_text()
+    body = {"image": png_b64("two workers")}
+    texts = {requests.post(url, json=body, timeout=60).json()["text"] for _ in range(6)}
+    assert texts == {"two workers"}
+
+
+@pytest.mark.slow
+def test_the_load_generator_measures_throughput_latency_and_stages(service):
+    _, url, _ = service
+    bodies = loadgen.realworld_bodies(limit=12)
+    result = loadgen.run_load(url, bodies, clients=2, duration_s=2.0, warmup_s=0.5)
+    assert result.statuses.keys() == {"200"} and result.requests == result.statuses["200"]
+    assert result.throughput_per_s == pytest.approx(result.requests / 2.0)
+    lat = result.latency_ms
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert {"model", "lines", "app"} <= set(result.stages_ms)
+    assert result.stages_ms["model"] < result.stages_ms["app"] <= lat["p50"] * 3
+
+
+@pytest.mark.slow
+def test_beyond_the_queue_the_load_generator_counts_503s_not_errors(service):
+    _, url, _ = service
+    result = loadgen.run_load(url, loadgen.realworld_bodies(family="paragraph", limit=8),
+                              clients=24, duration_s=2.0, warmup_s=0.5)
+    assert result.statuses.get("503", 0) > 0 and result.statuses.get("200", 0) > 0
+    assert "error" not in result.statuses
+
+
+@pytest.mark.slow
+def test_loadgen_cli_prints_one_line_per_client_count_and_writes_json(service, tmp_path):
+    _, url, _ = service
+    out = tmp_path / "load.json"
+    done = subprocess.run([sys.executable, "-m", "lab_code.loadgen", url, "--clients", "1", "2",
+                           "--duration", "1", "--warmup", "0.2", "--family", "unseen_font",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].lstrip().startswith("1 clients:")
+    records = json.loads(out.read_text())
+    assert [r["clients"] for r in records] == [1, 2] and records[1]["throughput_per_s"] > 0
+
+
+def test_loadgen_with_nothing_listening_is_one_sentence():
+    done = subprocess.run([sys.executable, "-m", "lab_code.loadgen",
+                           f"http://127.0.0.1:{free_port()}/", "--duration", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: Nothing answers at 127.0.0.1:")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_loadgen_parses_server_timing_and_percentiles():
+    assert loadgen.parse_server_timing("read;dur=0.5, model;dur=2, cache;desc=hit, app;dur=x") \
+        == {"read": 0.5, "model": 2.0}
+    assert loadgen.parse_server_timing("a;dur=1, a;dur=2") == {"a": 3.0}
+    got = loadgen.percentiles([float(i) for i in range(1, 101)])
+    assert got == {"p50": 50.5, "p95": 96.0, "p99": 100.0, "max": 100.0}
+    with pytest.raises(ValueError, match="http://"):
+        loadgen.run_load("https://example.com/", [b"{}"], duration_s=0.1)
+
+
+def test_serverless_cli_refuses_zero_workers_in_one_sentence():
+    done = subprocess.run([sys.executable, "-m", "lab_code.serverless", "--port",
+                           str(free_port()), "--workers", "0"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("error: --workers")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_worker_processes_build_their_app_from_the_settings_main_hands_them(monkeypatch):
+    monkeypatch.setenv(serverless.CONFIG_ENV, json.dumps(
+        {"deadline_s": 7.0, "max_waiting": 3, "cache_entries": 5, "allow_private": True}))
+    monkeypatch.setattr(serverless, "use_one_torch_thread", lambda: None)
+    limits = serverless.app_from_environment().state.limits
+    assert (limits.deadline_s, limits.max_waiting, limits.cache_entries) == (7.0, 3, 5)
+    assert limits.url_policy.allow_private is True
+    monkeypatch.setenv(serverless.CONFIG_ENV, "{}")
+    assert serverless.app_from_environment().state.limits.url_policy.allow_private is None
+
+
+def test_default_workers_is_one_per_usable_core_within_the_cap():
+    expected = min(len(os.sched_getaffinity(0)), serverless.MAX_DEFAULT_WORKERS)
+    assert serverless.default_workers() == max(1, expected)
