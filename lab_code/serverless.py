@@ -84,9 +84,11 @@ def use_one_torch_thread() -> None:
         torch.set_num_threads(1)
 
 
-def load_recognizer(model_path: str | os.PathLike | None = None) -> TextRecognizer:
-    """The recognizer to serve: `model_path`, else $MODEL_PATH, else the bundled model."""
-    return TextRecognizer(model_path or os.environ.get(MODEL_ENV) or None)
+def load_recognizer(model_path: str | os.PathLike | None = None,
+                    optimize: bool = True) -> TextRecognizer:
+    """The recognizer to serve: `model_path`, else $MODEL_PATH, else the bundled model; frozen
+    for the CPU at load unless `optimize` is false."""
+    return TextRecognizer(model_path or os.environ.get(MODEL_ENV) or None, optimize=optimize)
 
 
 def warm_up(recognizer: TextRecognizer) -> None:
@@ -308,10 +310,10 @@ def error_response(status: int, message: str,
 # --- the app ----------------------------------------------------------------------------------
 def create_app(recognizer: TextRecognizer | None = None, *,
                model_path: str | os.PathLike | None = None,
-               limits: ServiceLimits | None = None) -> FastAPI:
+               limits: ServiceLimits | None = None, optimize: bool = True) -> FastAPI:
     """The backend's FastAPI app. Given a recognizer (Lambda, tests) it serves that one; without,
-    its lifespan hook loads `model_path` (else $MODEL_PATH, else the bundled model) at startup
-    and /health answers 503 until it is ready."""
+    its lifespan hook loads `model_path` (else $MODEL_PATH, else the bundled model; frozen for
+    the CPU unless `optimize` is false) at startup and /health answers 503 until it is ready."""
     limits = limits or ServiceLimits()
     state: dict[str, Any] = {"worker": ModelWorker(recognizer) if recognizer else None,
                              "cache": None}
@@ -321,9 +323,10 @@ def create_app(recognizer: TextRecognizer | None = None, *,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         if state["worker"] is None:
-            loaded = await run_in_threadpool(load_recognizer, model_path)
+            loaded = await run_in_threadpool(load_recognizer, model_path, optimize)
             await run_in_threadpool(warm_up, loaded)
             state["worker"] = ModelWorker(loaded)
+            log_request(event="ready", pid=os.getpid(), model_version=state["worker"].version)
         if limits.cache_entries > 0:
             state["cache"] = ResultCache(limits.cache_entries, state["worker"].version)
         try:
@@ -688,6 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the texts of the last N distinct images per worker and answer "
                              "a repeat without the model (default: 0, off; see ResultCache for "
                              "when it is safe)")
+    parser.add_argument("--no-optimize", dest="optimize", action="store_false",
+                        help="run the model as its file holds it, not frozen for the CPU at load "
+                             "(lesson 07 compares the two)")
     return parser
 
 
@@ -710,7 +716,9 @@ def app_from_environment() -> FastAPI:
     use_one_torch_thread()
     config = json.loads(os.environ.get(CONFIG_ENV) or "{}")
     policy = urlfetch.UrlPolicy(allow_private=True if config.pop("allow_private", False) else None)
-    return create_app(limits=replace(ServiceLimits(), url_policy=policy, **config))
+    optimize = bool(config.pop("optimize", True))
+    return create_app(limits=replace(ServiceLimits(), url_policy=policy, **config),
+                      optimize=optimize)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -733,7 +741,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[MODEL_ENV] = str(model_path)
     os.environ[CONFIG_ENV] = json.dumps({
         "deadline_s": args.deadline, "max_waiting": args.max_waiting,
-        "cache_entries": args.cache, "allow_private": args.allow_private_urls})
+        "cache_entries": args.cache, "allow_private": args.allow_private_urls,
+        "optimize": args.optimize})
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
     print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}/ with "
           f"{workers} (POST JSON, GET /health, docs at /docs); Ctrl+C stops it.", flush=True)

@@ -139,3 +139,15 @@ def test_crop_line_is_public_and_height_fixed():
     ink = preprocess.ink_map(_line())
     (box,) = preprocess.line_boxes(ink)
     assert preprocess.crop_line(ink, box).shape[0] == preprocess.HEIGHT
+
+
+def test_the_noise_filter_is_exactly_a_3x3_median_of_the_grey_levels():
+    """_mask votes on the thresholded picture; Pillow's median of the grey levels is the truth."""
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (1, 7), (2, 2), (3, 5), (17, 40), (32, 333)]:
+        ink = rng.random(shape).astype(np.float32)
+        grey = Image.fromarray((ink * 255).astype(np.uint8), mode="L")
+        median = np.asarray(grey.filter(ImageFilter.MedianFilter(3)))
+        assert np.array_equal(preprocess._mask(ink), median > preprocess.INK_THRESHOLD * 255)

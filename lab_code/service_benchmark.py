@@ -1,0 +1,313 @@
+"""Lesson 07's service benchmark: the same load (lab_code.loadgen) against several ways of serving
+the recognizer, started one after another on this machine in one run, and one line read end to
+end in-process before and after; `plot` draws the committed results for the notebook.
+
+    python -m lab_code.service_benchmark --out profiling/results/fast_and_cheap --baseline 3be4c02
+
+`--baseline REF` serves a git commit's lab_code (e.g. the last one before lesson 07's changes)
+next to this checkout's, so the ratios compare two codes under the same load on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab_code import loadgen
+from lab_code.ports import free_port
+from lab_code.processes import start_background, stop_background
+
+ROOT = Path(__file__).resolve().parent.parent
+REALWORLD = ROOT / "tests" / "data" / "realworld"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way of serving: a `python -m` command (PORT is replaced), where it answers, and what
+    it runs on."""
+
+    label: str
+    args: tuple[str, ...]
+    path: str = "/"
+    env: dict[str, str] = field(default_factory=dict)
+    cpus: frozenset[int] | None = None  # pin to these cores (a smaller machine)
+    source: str = "this"  # "this" checkout or "baseline"
+    module: str = "lab_code.serverless"
+    repeat_images: int = 0  # send only this many distinct images (to show the cache); 0: all
+
+
+SERVICE = ("lab_code.serverless", "--port", "PORT")
+BATCHING = ("lab_code.batching", "--port", "PORT")
+CONFIGS = {
+    "before": Config("main before lesson 07 (1 process)", SERVICE, source="baseline"),
+    "unoptimized": Config("1 worker, model as saved", (*SERVICE, "--workers", "1",
+                                                        "--no-optimize")),
+    "frozen": Config("1 worker, frozen + widths of 64", (*SERVICE, "--workers", "1")),
+    "threads": Config("1 worker, 2 torch threads", (*SERVICE, "--workers", "1"),
+                      env={"OMP_NUM_THREADS": "2"}),
+    "workers": Config("2 workers (shipped)", (*SERVICE, "--workers", "2")),
+    "litserve": Config("LitServe, batches of up to 16, 5 ms wait",
+                       (*BATCHING, "--max-batch-size", "16", "--batch-timeout", "0.005"),
+                       path="/predict", module="lab_code.batching"),
+    "litserve_nobatch": Config("LitServe, no batching", (*BATCHING, "--max-batch-size", "1"),
+                               path="/predict", module="lab_code.batching"),
+    "cache": Config("2 workers + cache, 24 distinct images", (*SERVICE, "--workers", "2",
+                                                              "--cache", "256"),
+                    repeat_images=24),
+    "one_core_1t": Config("one core: 1 worker, 1 thread", (*SERVICE, "--workers", "1"),
+                          cpus=frozenset({0})),
+    "one_core_2t": Config("one core: 1 worker, 2 threads", (*SERVICE, "--workers", "1"),
+                          env={"OMP_NUM_THREADS": "2"}, cpus=frozenset({0})),
+}
+DEFAULT_CONFIGS = ("before", "unoptimized", "frozen", "threads", "workers", "litserve",
+                   "litserve_nobatch", "cache")
+ONE_CORE_CONFIGS = ("one_core_1t", "one_core_2t")
+
+
+def extract_baseline(ref: str, into: Path) -> Path:
+    """This repository's lab_code at commit `ref`, unpacked under `into` (git archive)."""
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref,
+                                  "lab_code"], capture_output=True, check=True, timeout=120).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise ValueError(f"Cannot read commit {ref!r} of {ROOT}: run from a git clone and pass a "
+                         "commit that exists.") from err
+    tar_path = into / "baseline.tar"
+    tar_path.write_bytes(archive)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(into / "src", filter="data")
+    return into / "src"
+
+
+def serve_and_load(config: Config, clients: list[int], bodies: list[bytes], duration_s: float,
+                   warmup_s: float, log_dir: Path, baseline: Path | None) -> dict[str, Any]:
+    """Start `config`'s server, load it with each client count in turn, stop it."""
+    port = free_port()
+    args = [a.replace("PORT", str(port)) for a in config.args]
+    env = dict(config.env)
+    if config.source == "baseline":
+        if baseline is None:
+            return {"skipped": "no --baseline commit given"}
+        env["PYTHONPATH"] = str(baseline)
+    if config.cpus and not hasattr(os, "sched_setaffinity"):
+        return {"skipped": "pinning to one core needs Linux"}
+    health = f"http://127.0.0.1:{port}/health"
+    log = log_dir / f"{port}.log"
+    try:
+        proc = start_background(args, health, log, env=env, cpus=set(config.cpus or ()) or None)
+    except RuntimeError as err:
+        return {"skipped": str(err)}
+    try:
+        wait_for_workers(log, workers_of(args))
+        url = f"http://127.0.0.1:{port}{config.path}"
+        sent = bodies[: config.repeat_images] if config.repeat_images else bodies
+        runs = []
+        for n in clients:
+            result = loadgen.run_load(url, sent, n, duration_s, warmup_s)
+            print(f"  {config.label}: {result.summary()}", flush=True)
+            runs.append(result.to_dict())
+        return {"runs": runs}
+    finally:
+        stop_background(proc)
+
+
+def workers_of(args: list[str]) -> int:
+    return int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+
+
+def wait_for_workers(log: Path, workers: int, timeout: float = 120.0) -> None:
+    """Wait until `workers` processes have logged that their model is loaded: connections
+    opened before would all go to the first one ready (and keep-alive would keep them there)."""
+    deadline = time.monotonic() + (timeout if workers > 1 else 0)  # one: it answered /health
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if text.count('"event": "ready"') >= workers:
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+
+
+END_TO_END = """
+import json, statistics, sys, time
+import torch
+torch.set_num_threads(1)
+from PIL import Image
+from lab_code.recognizer import TextRecognizer
+paths, passes = json.loads(sys.argv[1]), int(sys.argv[2])
+recognizer = TextRecognizer()
+images = [Image.open(p).convert("RGB") for p in paths]
+recognizer.predict(images[0])
+ms, texts = [], []
+for _ in range(passes):
+    for img in images:
+        start = time.perf_counter()
+        texts.append(recognizer.predict(img))
+        ms.append((time.perf_counter() - start) * 1000)
+print(json.dumps({"p50_ms": statistics.median(ms), "mean_ms": statistics.fmean(ms),
+                  "texts": texts[: len(images)]}))
+"""
+
+
+def end_to_end(sources: dict[str, Path | None], paths: list[Path], passes: int,
+               rounds: int) -> dict[str, Any]:
+    """One image at a time, image in and text out, in a fresh process per source and round
+    (taken in turns): p50 milliseconds, and whether every source reads the same text."""
+    out: dict[str, Any] = {name: {"p50_ms": [], "mean_ms": []} for name in sources}
+    texts: dict[str, list[str]] = {}
+    for _ in range(rounds):
+        for name, src in sources.items():
+            env = {**os.environ, "PYTHONPATH": str(src or ROOT)}
+            done = subprocess.run([sys.executable, "-c", END_TO_END,
+                                   json.dumps([str(p) for p in paths]), str(passes)],
+                                  capture_output=True, text=True, env=env, timeout=900,
+                                  check=True)
+            record = json.loads(done.stdout.strip().splitlines()[-1])
+            out[name]["p50_ms"].append(round(record["p50_ms"], 3))
+            out[name]["mean_ms"].append(round(record["mean_ms"], 3))
+            texts[name] = record["texts"]
+    first = next(iter(texts.values()))
+    return {"images": len(paths), "passes": passes, "rounds": rounds, "per_source": out,
+            "same_text": all(t == first for t in texts.values())}
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in
+             (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+             if line.startswith("model name")]
+    cpu = names[0] if names else ""
+    import torch
+
+    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "platform": platform.platform()}
+
+
+def ratios(results: dict[str, Any], base: str = "before") -> dict[str, Any]:
+    """Throughput and p95 of each config relative to `base`, per client count."""
+    ref = results["configs"].get(base, {}).get("runs")
+    out: dict[str, Any] = {}
+    if not ref:
+        return out
+    for name, record in results["configs"].items():
+        runs = record.get("runs")
+        if not runs or name == base:
+            continue
+        out[name] = {str(r["clients"]): {
+            "throughput": round(r["throughput_per_s"] / b["throughput_per_s"], 3)
+            if b["throughput_per_s"] else None,
+            "p95": round(r["latency_ms"]["p95"] / b["latency_ms"]["p95"], 3)
+            if r["latency_ms"] and b["latency_ms"] else None}
+            for r, b in zip(runs, ref, strict=True)}
+    return out
+
+
+def plot(results: dict[str, Any], configs: tuple[str, ...] | None = None):
+    """Throughput and p95 latency against concurrent clients, one line per way of serving."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for name, record in results["configs"].items():
+        runs = record.get("runs")
+        if not runs or (configs and name not in configs):
+            continue
+        clients = [r["clients"] for r in runs]
+        style = {"linewidth": 2.5} if name in ("before", "workers") else {"alpha": 0.8}
+        ax_t.plot(clients, [r["throughput_per_s"] for r in runs], "o-", label=CONFIGS[name].label
+                  if name in CONFIGS else name, **style)
+        ax_l.plot(clients, [r["latency_ms"].get("p95", float("nan")) for r in runs], "o-",
+                  **style)
+    for ax, title in ((ax_t, "answers per second (200s)"), (ax_l, "p95 latency (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    ax_l.set_yscale("log")
+    ax_t.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lab_code.service_benchmark",
+        description="Load several ways of serving the recognizer, one after another, with the "
+                    "same clients and images; write results.json and service.png.")
+    parser.add_argument("--out", type=Path, default=Path("profiling/out/fast_and_cheap"),
+                        help="folder for results.json and service.png "
+                             "(default: profiling/out/fast_and_cheap)")
+    parser.add_argument("--baseline", default=None, metavar="REF",
+                        help="a git commit whose lab_code is served as 'before' "
+                             "(default: none; that config is skipped)")
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
+                        choices=sorted(CONFIGS), metavar="NAME",
+                        help=f"which ways of serving (default: {' '.join(DEFAULT_CONFIGS)}; "
+                             f"also {' '.join(ONE_CORE_CONFIGS)})")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64, 256], metavar="N",
+                        help="concurrent clients (default: 1 16 64 256)")
+    parser.add_argument("--duration", type=float, default=8.0, metavar="SECONDS",
+                        help="measured seconds per client count (default: 8)")
+    parser.add_argument("--warmup", type=float, default=2.0, metavar="SECONDS",
+                        help="seconds of load before each measurement (default: 2)")
+    parser.add_argument("--end-to-end-passes", type=int, default=2, metavar="N",
+                        help="passes over the screenshot lines, one image at a time, for the "
+                             "in-process end-to-end time (0: skip; default: 2)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.time()
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        bodies = loadgen.realworld_bodies(family="screenshot")
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            baseline = extract_baseline(args.baseline, Path(tmp)) if args.baseline else None
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        results: dict[str, Any] = {
+            "command": "python -m lab_code.service_benchmark " + " ".join(argv or sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "baseline": args.baseline, "machine": machine(),
+            "load_before": os.getloadavg(), "requests": "the real-world set's 120 screenshot "
+            "lines, each client sending them in turn", "duration_s": args.duration,
+            "warmup_s": args.warmup, "configs": {}}
+        for name in args.configs:
+            config = CONFIGS[name]
+            print(f"{name}: {config.label}", flush=True)
+            results["configs"][name] = {"label": config.label, **serve_and_load(
+                config, args.clients, bodies, args.duration, args.warmup, Path(tmp), baseline)}
+            if "skipped" in results["configs"][name]:
+                print(f"  skipped: {results['configs'][name]['skipped']}", flush=True)
+        if args.end_to_end_passes > 0:
+            sources = {"this": None, **({"before": baseline} if baseline else {})}
+            paths = sorted((REALWORLD / "screenshot").glob("*.png"))
+            results["end_to_end"] = end_to_end(sources, paths, args.end_to_end_passes, rounds=2)
+            print("end to end:", json.dumps(results["end_to_end"]["per_source"]), flush=True)
+    results["ratios_to_before"] = ratios(results)
+    results["load_after"] = os.getloadavg()
+    results["wall_s"] = round(time.time() - started, 1)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    plot(results).savefig(args.out / "service.png", dpi=110)
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'service.png'} "
+          f"in {results['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
