@@ -38,7 +38,7 @@ SIDE = {
     "export": TRAINING, "stage_model": TRAINING, "metrics": TRAINING,
     # tools that look at both sides (measure, judge, explain, check the machine): no rule here
     "evaluate": TOOL, "profiling": TOOL, "environment": TOOL, "docker_engine": TOOL,
-    "dockerfile": TOOL, "tesseract": TOOL, "service_benchmark": TOOL,
+    "dockerfile": TOOL, "tesseract": TOOL, "service_benchmark": TOOL, "stages": TOOL,
     "loadgen": TOOL,
     "costs": TOOL,
 }

@@ -165,8 +165,8 @@ def service(tmp_path_factory):
     proc = start_background(["lab_code.serverless", "--port", str(port), "--workers", "2",
                              "--max-waiting", "4"], url + "health", log)
     try:
-        deadline = time.monotonic() + 120  # the supervisor answers once one worker is up
-        while len(group_members(proc.pid, workers_only=True)) < 2 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120  # /health answers once one worker is up: wait for both
+        while Path(log).read_text().count('"event": "ready"') < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         yield proc, url, log
     finally:
@@ -191,9 +191,9 @@ def test_two_workers_are_two_processes_that_both_answer(service):
 def test_the_load_generator_measures_throughput_latency_and_stages(service):
     _, url, _ = service
     bodies = loadgen.realworld_bodies(limit=12)
-    result = loadgen.run_load(url, bodies, clients=2, duration_s=2.0, warmup_s=0.5)
+    result = loadgen.run_load(url, bodies, clients=2, duration_s=3.0, warmup_s=0.5)
     assert result.statuses.keys() == {"200"} and result.requests == result.statuses["200"]
-    assert result.throughput_per_s == pytest.approx(result.requests / 2.0)
+    assert result.throughput_per_s == pytest.approx(result.requests / 3.0, abs=0.01)
     lat = result.latency_ms
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert {"model", "lines", "app"} <= set(result.stages_ms)
@@ -265,3 +265,47 @@ def test_worker_processes_build_their_app_from_the_settings_main_hands_them(monk
 def test_default_workers_is_one_per_usable_core_within_the_cap():
     expected = min(len(os.sched_getaffinity(0)), serverless.MAX_DEFAULT_WORKERS)
     assert serverless.default_workers() == max(1, expected)
+
+
+# --- where the time goes: lab_code.stages ------------------------------------------------------
+def test_the_breakdown_adds_up_to_what_the_client_waited():
+    stages = {"read": 0.1, "decode": 0.5, "lines": 1.5, "queue": 0.2, "model": 3.0,
+              "handler": 6.0, "app": 7.0}
+    parts = stages_mod().breakdown(stages, client_ms=8.5)
+    assert list(parts) == ["client + HTTP", "JSON + validation", "read", "decode", "lines",
+                           "queue", "model", "framework"]
+    assert sum(parts.values()) == pytest.approx(8.5)
+    assert parts["framework"] == pytest.approx(0.7) and parts["client + HTTP"] == 1.5
+
+
+def stages_mod():
+    from lab_code import stages
+
+    return stages
+
+
+@pytest.mark.slow
+def test_stages_cli_prints_each_stage_of_a_real_request(service):
+    _, url, _ = service
+    done = subprocess.run([sys.executable, "-m", "lab_code.stages", url, "--repeats", "3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.startswith("text: ") and "(mean of 3 requests)" in out
+    for part in ("client + HTTP", "JSON + validation", "decode", "lines", "model", "total"):
+        assert f"  {part}" in out
+
+
+@pytest.mark.slow
+def test_a_flame_graph_of_the_running_service(service, tmp_path):
+    proc, url, _ = service
+    stages = stages_mod()
+    svg = stages.flamegraph(proc.pid, tmp_path / "service.svg", seconds=1, rate=100)
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+
+
+def test_a_missing_profiler_is_one_sentence(monkeypatch):
+    stages = stages_mod()
+    monkeypatch.setattr(stages.shutil, "which", lambda *a, **k: None)
+    with pytest.raises(stages.ProfilerError, match=r"^py-spy is not installed: run `pip install"):
+        stages.flamegraph(1, "/nonexistent/x.svg")
