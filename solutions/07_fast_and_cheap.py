@@ -1,0 +1,5 @@
+# %% [context]
+import lab_code
+
+# %% [exercise 1]
+...
