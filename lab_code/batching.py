@@ -31,6 +31,8 @@ Importing litserve sets its logger's level and handler, so it is imported on fir
 RecognizerAPI or build_server, never by importing this module. `image_url` is refused: there is
 no fetch policy here, and a download inside the one inference process would stall its batch.
 """
+# No `from __future__ import annotations`: LitServe builds its route from decode_request's
+# annotation (inspect.signature), which must be the request model itself, not a string.
 import argparse
 import os
 import signal
@@ -49,6 +51,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lab_code import serverless, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.ports import port_in_use
+from lab_code.recognizer import TextRecognizer
 
 if TYPE_CHECKING:
     import litserve
@@ -90,7 +93,7 @@ def decode(request: serverless.PredictRequest, limits: serverless.ServiceLimits)
     return job
 
 
-def recognize(recognizer, jobs: list[Job]) -> list[Job]:
+def recognize(recognizer: TextRecognizer, jobs: list[Job]) -> list[Job]:
     """Every line of every job through ONE predict_lines call (that is the batching), the texts
     handed back to their jobs in order."""
     flat = [line for job in jobs for line in job.lines]
@@ -172,15 +175,25 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def make_api(max_batch_size: int = MAX_BATCH_SIZE, batch_timeout: float = BATCH_TIMEOUT_S):
+    """A RecognizerAPI on /predict (its model loads in `setup`, in the inference process)."""
+    with warnings.catch_warnings():  # batch and unbatch are there for max_batch_size > 1
+        warnings.filterwarnings("ignore", "The LitServer has both batch and unbatch")
+        return recognizer_api()(max_batch_size=max_batch_size, batch_timeout=batch_timeout,
+                                api_path=API_PATH)
+
+
 # --- errors as the service gives them: {"error": "<one sentence>"} ---------------------------
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     path = urlfetch.shown(request.url.path)
     if exc.status_code == 404:
         message = (f"Nothing at {path}: POST your JSON to {API_PATH} (and GET /health to check "
                    "the server).")
-    elif exc.status_code == 405:
+    elif exc.status_code == 405 and "POST" in (exc.headers or {}).get("Allow", "POST"):
         message = (f"{request.method} is not allowed on {path}: use POST with a JSON body like "
                    f"{serverless.EXAMPLE}.")
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {path}: POST your JSON to {API_PATH}."
     elif exc.status_code == 504:
         message = (f"The request waited more than {QUEUE_TIMEOUT_S:.0f} s for the model: try "
                    "again later.")
@@ -205,12 +218,9 @@ def build_server(max_batch_size: int = MAX_BATCH_SIZE, batch_timeout: float = BA
     and one torch thread; bodies over 6 MB refused, every error JSON with one sentence."""
     import litserve as ls
 
-    with warnings.catch_warnings():  # batch and unbatch exist for max_batch_size > 1
-        warnings.filterwarnings("ignore", "The LitServer has both batch and unbatch")
-        api = recognizer_api()(max_batch_size=max_batch_size, batch_timeout=batch_timeout,
-                               api_path=API_PATH)
-    server = ls.LitServer(api, accelerator="cpu", workers_per_device=workers,
-                          timeout=QUEUE_TIMEOUT_S, middlewares=[(serverless.RequestGuard, {})])
+    server = ls.LitServer(make_api(max_batch_size, batch_timeout), accelerator="cpu",
+                          workers_per_device=workers, timeout=QUEUE_TIMEOUT_S,
+                          middlewares=[(serverless.RequestGuard, {})])  # 6 MB, JSON 500s, a log
     server.app.add_exception_handler(StarletteHTTPException, _http_error)
     server.app.add_exception_handler(RequestValidationError, _validation_error)
     server.uvicorn_graceful_timeout = 5  # seconds a stopping uvicorn process waits for its requests
