@@ -385,3 +385,23 @@ def test_a_stop_while_the_model_loads_leaves_nothing_behind(tmp_path):
     assert left == [] and code == 0 and not port_in_use("127.0.0.1", port)
     # the worker is stopped, not left to finish loading and die on the closed queues
     assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+@pytest.mark.slow
+def test_with_batching_off_every_request_still_gets_its_own_text(tmp_path, recognizer):
+    """--max-batch-size 1, the lesson's other setting: LitServe's unbatched loop calls predict
+    with one request and never calls batch or unbatch."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_background(["lab_code.batching", "--port", str(port), "--max-batch-size", "1"],
+                            url + "/health", tmp_path / "server.log")
+    try:
+        paths = screenshots(4)
+        answers = post_together(url + "/predict", [{"image": b64(p)} for p in paths] +
+                                [{"image": "!"}])
+        assert [a.json().get("text") for a in answers[:4]] == [recognizer.predict(p)
+                                                               for p in paths]
+        assert_one_sentence_error(answers[4], *service_refusal({"image": "!"}))
+        assert [batch_size(a) for a in answers] == [1] * 5
+    finally:
+        assert stop_background(proc) == 0
