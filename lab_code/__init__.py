@@ -5,7 +5,8 @@ The package has two sides that meet only through files and three neutral modules
 - training side: `data`, `fonts`, `model`, `train`, `evaluate`, `export`, `stage_model`
   (writes the model registry);
 - production side: `images`, `recognizer`, `registry` (fetches a staged model, verified), `app`,
-  `serverless`, `tunnel`, `ports`;
+  `serverless`, `tunnel`, `ports`, and lesson 07's `batching` (the recognizer behind LitServe,
+  which batches requests on the server);
 - neutral, imported by both: `preprocess` (the pixel contract), `artifacts` (file names, loader,
   hashing, the registry layout, W&B settings), `devices` (which torch device).
 

@@ -1,0 +1,327 @@
+"""The recognizer behind LitServe, which batches on the server: requests that reach its worker
+within --batch-timeout of each other (at most --max-batch-size) share one pass of the model.
+
+    python -m lab_code.batching --port 8001      # then POST {"image": "<base64 PNG>"} to /predict
+
+It takes the course service's JSON (lab_code.serverless) and answers with its sentences, status
+codes and Server-Timing stages, plus `batch;desc=N` (the requests that shared the pass). What
+LitServe 0.2.19's source says, and what this module does about it:
+
+- max_batch_size and batch_timeout go to LitAPI (LitServer's are deprecated, gone in 0.3). The
+  worker waits the whole batch_timeout to fill a batch, even for a lone request, polling its
+  queue every millisecond (idle, ~0.1 core at 5 ms; at 0 it spins: a whole core); with
+  max_batch_size 1 it calls predict per request and never calls batch or unbatch.
+- LitServer(api, accelerator="cpu", workers_per_device=N, timeout=S); run(host, port) takes only
+  the hosts 0.0.0.0, 127.0.0.1 and ::, ports 1024-65535, and writes a client.py into the current
+  folder unless generate_client_file=False. Routes: POST /predict, GET /health (plain "ok"; the
+  port opens once a worker is set up), GET /info, /docs.
+- run() starts a Manager process (the queues), multiprocessing's resource tracker, and per worker
+  one spawned inference process (it imports this module afresh and runs setup) and one forked
+  uvicorn process. Ctrl+C stops them all; a SIGTERM ends only the first and leaves the others
+  running on the port, so main() turns SIGTERM into Ctrl+C.
+- An HTTPException raised in a hook reaches the caller as FastAPI's {"detail": ...} (handlers
+  here make it {"error": ...}), but a batch runs in one try: an exception in decode_request or
+  encode_response fails every request of the batch. So decode_request returns a refusal and
+  encode_response answers it alone.
+- `timeout` bounds only the time a request waits in the queue (504); nothing bounds how many
+  wait (no 503), and max_payload_size is unset by default (no limit on a body): here
+  lab_code.serverless.RequestGuard refuses bodies over 6 MB, as the service does.
+
+Importing litserve sets its logger's level and handler, so it is imported on first use of
+RecognizerAPI or build_server, never by importing this module. `image_url` is refused: there is
+no fetch policy here, and a download inside the one inference process would stall its batch.
+"""
+# No `from __future__ import annotations`: LitServe builds its route from decode_request's
+# annotation (inspect.signature), which must be the request model itself, not a string.
+import argparse
+import os
+import signal
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lab_code import serverless, urlfetch
+from lab_code.artifacts import bundled_model_path, model_version
+from lab_code.ports import port_in_use
+from lab_code.recognizer import TextRecognizer
+
+if TYPE_CHECKING:
+    import litserve
+
+API_PATH = "/predict"  # LitAPI's default route
+MAX_BATCH_SIZE, BATCH_TIMEOUT_S, WORKERS = 16, 0.005, 1
+QUEUE_TIMEOUT_S = serverless.ServiceLimits().deadline_s  # a request waits this long at most (504)
+# LitServer.run takes only these (and "::", which lab_code.ports' IPv4 check cannot test)
+HOSTS = ("127.0.0.1", "0.0.0.0")
+NO_URLS = ('This server reads only "image" (a base64 PNG or JPEG) and fetches no URLs: send the '
+           "image's bytes instead.")
+NO_IMAGE = f'Send "image" (a base64 PNG or JPEG), like {serverless.EXAMPLE}.'
+INSTALL = 'LitServe is not installed: pip install litserve (or pip install -e ".[fast]").'
+
+
+@dataclass
+class Job:
+    """One request inside the inference worker: its line arrays or the (status, sentence) it is
+    refused with, where its time went, and once predicted its text and batch size."""
+
+    lines: list[np.ndarray] = field(default_factory=list)
+    error: tuple[int, str] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    text: str = ""
+    batch: int = 0
+
+
+def decode(request: serverless.PredictRequest, limits: serverless.ServiceLimits) -> Job:
+    """The request's image as line arrays under the service's work limits, or its refusal."""
+    job = Job()
+    if request.image_url is not None:
+        job.error = (400, NO_URLS)
+    elif request.image is None:
+        job.error = (400, NO_IMAGE)
+    else:
+        try:
+            job.lines = serverless.request_lines(request, limits, timings=job.timings)
+        except serverless.ApiError as err:
+            job.error = (err.status, err.message)
+    return job
+
+
+def recognize(recognizer: TextRecognizer, jobs: list[Job]) -> list[Job]:
+    """Every line of every job through ONE predict_lines call (that is the batching), the texts
+    handed back to their jobs in order."""
+    flat = [line for job in jobs for line in job.lines]
+    timings: dict[str, float] = {}
+    texts: list[str] = []
+    if flat:
+        with serverless.stage(timings, "model"):
+            texts = recognizer.predict_lines(flat)
+    at = 0
+    for job in jobs:
+        job.text = "\n".join(texts[at : at + len(job.lines)])
+        at += len(job.lines)
+        job.timings.update(timings)
+        job.batch = len(jobs)
+    return jobs
+
+
+def answer(job: Job, version: str) -> JSONResponse:
+    """The service's answer for one job: its JSON, or its one-sentence error, with Server-Timing."""
+    timing = ", ".join(filter(None, [serverless.server_timing(job.timings),
+                                     f"batch;desc={job.batch}"]))
+    headers = {"server-timing": timing}
+    if job.error is not None:
+        status, message = job.error
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSONResponse({"text": job.text, "lines": len(job.lines), "model_version": version},
+                        headers=headers)
+
+
+def _api_class() -> type:
+    """RecognizerAPI, made on first use (importing litserve changes its logger's settings)."""
+    import litserve as ls
+
+    class RecognizerAPI(ls.LitAPI):
+        """The recognizer as LitServe's API: decode each request, run the batch's lines through
+        the model together, answer each request with its own text."""
+
+        def setup(self, device: str) -> None:
+            serverless.use_one_torch_thread()
+            self.recognizer = serverless.load_recognizer()  # $MODEL_PATH, else the bundled one
+            serverless.warm_up(self.recognizer)
+            self.version = model_version(self.recognizer.model_path)
+            self.limits = serverless.ServiceLimits()
+
+        # the annotation makes FastAPI read and check the JSON body, as the service does
+        def decode_request(self, request: serverless.PredictRequest) -> Job:
+            return decode(request, self.limits)
+
+        def batch(self, inputs: list[Job]) -> list[Job]:
+            return list(inputs)
+
+        def predict(self, x: list[Job] | Job) -> list[Job] | Job:
+            if self.max_batch_size == 1:  # LitServe's unbatched loop hands over one job
+                return recognize(self.recognizer, [x])[0]
+            return recognize(self.recognizer, x)
+
+        def unbatch(self, output: list[Job]) -> list[Job]:
+            return list(output)
+
+        def encode_response(self, output: Job) -> JSONResponse:
+            return answer(output, self.version)
+
+    RecognizerAPI.__qualname__ = "RecognizerAPI"  # so that pickle finds it by its module's name
+    RecognizerAPI.__module__ = __name__
+    return RecognizerAPI
+
+
+def recognizer_api() -> type:
+    """The RecognizerAPI class (made once, on first use)."""
+    if "RecognizerAPI" not in globals():
+        globals()["RecognizerAPI"] = _api_class()
+    return globals()["RecognizerAPI"]
+
+
+def __getattr__(name: str):
+    """`batching.RecognizerAPI` (how pickle finds the class in a worker) makes it on first use."""
+    if name == "RecognizerAPI":
+        return recognizer_api()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def make_api(max_batch_size: int = MAX_BATCH_SIZE, batch_timeout: float = BATCH_TIMEOUT_S):
+    """A RecognizerAPI on /predict (its model loads in `setup`, in the inference process)."""
+    with warnings.catch_warnings():  # batch and unbatch are there for max_batch_size > 1
+        warnings.filterwarnings("ignore", "The LitServer has both batch and unbatch")
+        return recognizer_api()(max_batch_size=max_batch_size, batch_timeout=batch_timeout,
+                                api_path=API_PATH)
+
+
+# --- errors as the service gives them: {"error": "<one sentence>"} ---------------------------
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    path = urlfetch.shown(request.url.path)
+    if exc.status_code == 404:
+        message = (f"Nothing at {path}: POST your JSON to {API_PATH} (and GET /health to check "
+                   "the server).")
+    elif exc.status_code == 405 and "POST" in (exc.headers or {}).get("Allow", "POST"):
+        message = (f"{request.method} is not allowed on {path}: use POST with a JSON body like "
+                   f"{serverless.EXAMPLE}.")
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {path}: POST your JSON to {API_PATH}."
+    elif exc.status_code == 504:
+        message = (f"The request waited more than {QUEUE_TIMEOUT_S:.0f} s for the model: try "
+                   "again later.")
+    elif exc.status_code >= 500:
+        message = "Something went wrong on the server: see its log."
+    else:
+        message = str(exc.detail).rstrip(".") + "."
+    return serverless.error_response(exc.status_code, message, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    if not request.headers.get("content-type"):  # LitServe's app reads JSON only when it says so
+        return serverless.error_response(400, "The body has no Content-Type: send JSON with "
+                                              "Content-Type: application/json.")
+    return serverless.error_response(400, serverless.validation_message(request, exc))
+
+
+def build_server(max_batch_size: int = MAX_BATCH_SIZE, batch_timeout: float = BATCH_TIMEOUT_S,
+                 workers: int = WORKERS) -> "litserve.LitServer":
+    """A LitServer for the recognizer: batches of up to `max_batch_size` requests gathered for
+    `batch_timeout` seconds, `workers` inference processes on the CPU, each with its own model
+    and one torch thread; bodies over 6 MB refused, every error JSON with one sentence."""
+    import litserve as ls
+
+    server = ls.LitServer(make_api(max_batch_size, batch_timeout), accelerator="cpu",
+                          workers_per_device=workers, timeout=QUEUE_TIMEOUT_S,
+                          middlewares=[(serverless.RequestGuard, {})])  # 6 MB, JSON 500s, a log
+    server.app.add_exception_handler(StarletteHTTPException, _http_error)
+    server.app.add_exception_handler(RequestValidationError, _validation_error)
+    server.uvicorn_graceful_timeout = 5  # seconds a stopping uvicorn process waits for its requests
+    return server
+
+
+# --- the command line -------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lab_code.batching",
+        description="Serve the recognizer with LitServe, which batches requests on the server: "
+                    f"POST {serverless.EXAMPLE} to http://HOST:PORT{API_PATH}.",
+        epilog=f"Environment: {serverless.MODEL_ENV} = a TorchScript model file to serve "
+               "(default: bundled). Needs LitServe: pip install litserve.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", choices=HOSTS,
+                        help="interface to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8001, help="TCP port, 1024-65535 "
+                                                               "(default: 8001)")
+    parser.add_argument("--max-batch-size", type=int, default=MAX_BATCH_SIZE, metavar="N",
+                        help="requests that may share one pass of the model (default: "
+                             f"{MAX_BATCH_SIZE}; 1 turns batching off)")
+    parser.add_argument("--batch-timeout", type=float, default=BATCH_TIMEOUT_S, metavar="SECONDS",
+                        help="how long a worker waits to fill a batch, even for one request "
+                             f"(default: {BATCH_TIMEOUT_S}; 0 takes what is queued, but keeps a "
+                             "core busy polling)")
+    parser.add_argument("--workers", type=int, default=WORKERS, metavar="N",
+                        help="inference processes, each with its own model and one torch thread, "
+                             f"and as many HTTP processes (default: {WORKERS})")
+    return parser
+
+
+def _stop_on_sigterm() -> None:
+    """LitServe shuts its processes down on KeyboardInterrupt (Ctrl+C); make SIGTERM (what
+    lab_code.processes, docker stop and systemd send) do the same in this process, and leave the
+    processes it forks (uvicorn's, the Manager) with the default, which LitServe stops them by."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+
+
+def check(args: argparse.Namespace) -> str | None:
+    """The one sentence that says what is wrong with the settings, or None."""
+    if not 1024 <= args.port <= 65535:
+        return f"--port must be from 1024 to 65535 (LitServe takes no other), not {args.port}."
+    if args.max_batch_size < 1 or args.workers < 1:
+        return "--max-batch-size and --workers must be at least 1."
+    if not 0 <= args.batch_timeout < QUEUE_TIMEOUT_S:
+        return f"--batch-timeout must be from 0 to {QUEUE_TIMEOUT_S:.0f} seconds."
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    problem = check(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        import litserve  # noqa: F401
+    except ImportError:
+        print(f"error: {INSTALL}", file=sys.stderr)
+        return 1
+    if port_in_use(args.host, args.port):
+        print(f"error: port {args.port} on {args.host} is already in use: stop the other server "
+              "or pass another --port.", file=sys.stderr)
+        return 1
+    model_path = Path(os.environ.get(serverless.MODEL_ENV) or bundled_model_path())
+    if not model_path.is_file():
+        print(f"error: No model file at {model_path}: run `make model` or set "
+              f"{serverless.MODEL_ENV} to a .pt TorchScript file.", file=sys.stderr)
+        return 1
+    os.environ[serverless.MODEL_ENV] = str(model_path)  # the spawned workers inherit it
+    server = build_server(args.max_batch_size, args.batch_timeout, args.workers)
+    workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
+    print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}{API_PATH} "
+          f"with {workers}, batches of up to {args.max_batch_size} requests gathered for "
+          f"{args.batch_timeout * 1000:g} ms (GET /health); Ctrl+C stops it.", flush=True)
+    if args.batch_timeout == 0 and args.max_batch_size > 1:
+        print("note: with --batch-timeout 0 LitServe's worker polls its queue without a pause, "
+              "keeping a core busy even when no request comes.", flush=True)
+    _stop_on_sigterm()
+    try:
+        server.run(host=args.host, port=args.port, log_level="warning",
+                   generate_client_file=False)
+    except KeyboardInterrupt:  # stopped while the workers were still loading
+        pass
+    except RuntimeError:  # LitServe's "One or more workers failed to start"
+        print("error: The inference worker failed to start: see its traceback above.",
+              file=sys.stderr)
+        return 1
+    finally:
+        for proc in getattr(server, "inference_workers", []):  # none may outlive the server
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
