@@ -13,7 +13,8 @@ The package has two sides that meet only through files and three neutral modules
 The production side never imports the training side: a compiled model runs without the code that
 defined it (tests/test_boundary.py proves it for every production module). Tools around both:
 `metrics`, `profiling`, `costs`, `environment`, `docker_engine`, the `dockerfile` package, and
-lesson 07's `loadgen` (a load generator for the HTTP service).
+lesson 07's `loadgen` (a load generator for the HTTP service), `stages` (where a request's time
+goes), `cpu_compile` (runtimes for the CPU side by side) and `service_benchmark`.
 """
 
 __version__ = "0.1.0"

@@ -28,6 +28,7 @@ from typing import Any
 
 FAMILIES = ("screenshot", "unseen_font", "phone", "paragraph", "all")  # of the real-world set
 REQUEST_TIMEOUT_S = 60.0  # one request, connect to last byte; beyond, it counts as an error
+MAX_RETRY_AFTER_S = 5.0  # the longest a client waits after a 503, whatever Retry-After says
 
 
 @dataclass
@@ -138,8 +139,16 @@ class Connection:
         self.reader = self.writer = None
 
 
+def retry_after(headers: dict[str, str], default: float = 1.0) -> float:
+    """The seconds a 503's Retry-After header asks for (at most MAX_RETRY_AFTER_S)."""
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(headers.get("retry-after", default))))
+    except ValueError:  # an HTTP date: not worth parsing here
+        return default
+
+
 async def _load(url: str, bodies: Sequence[bytes], clients: int, duration_s: float,
-                warmup_s: float) -> LoadResult:
+                warmup_s: float, honor_retry_after: bool = True) -> LoadResult:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"{url} is not an http:// URL: the load generator speaks plain HTTP.")
@@ -177,15 +186,16 @@ async def _load(url: str, bodies: Sequence[bytes], clients: int, duration_s: flo
                     await asyncio.sleep(0.05)
                     continue
                 ended = time.perf_counter()
-                if began < measure_from or ended > stop_at:
-                    continue
-                statuses[str(status)] += 1
-                if status == 200:
-                    latencies.append((ended - began) * 1000)
-                    for name, ms in parse_server_timing(headers.get("server-timing", "")).items():
-                        stages.setdefault(name, []).append(ms)
-                elif status == 503:
-                    await asyncio.sleep(0.01)  # a polite client backs off a little
+                if measure_from <= began and ended <= stop_at:
+                    statuses[str(status)] += 1
+                    if status == 200:
+                        latencies.append((ended - began) * 1000)
+                        timing = parse_server_timing(headers.get("server-timing", ""))
+                        for name, ms in timing.items():
+                            stages.setdefault(name, []).append(ms)
+                if status == 503:  # busy: wait as the service asks (or a little), then go on
+                    wait = retry_after(headers) if honor_retry_after else 0.01
+                    await asyncio.sleep(max(0.0, min(wait, stop_at - time.perf_counter())))
         finally:
             await conn.close()
 
@@ -200,9 +210,11 @@ async def _load(url: str, bodies: Sequence[bytes], clients: int, duration_s: flo
 
 
 def run_load(url: str, bodies: Sequence[bytes], clients: int = 16, duration_s: float = 10.0,
-             warmup_s: float = 2.0) -> LoadResult:
+             warmup_s: float = 2.0, honor_retry_after: bool = True) -> LoadResult:
     """Send `bodies` in turn from `clients` concurrent clients for warmup_s + duration_s seconds
-    and measure the last duration_s. Works in a script and in a notebook (its own thread)."""
+    and measure the last duration_s. A client told 503 waits as its Retry-After header says, as
+    a well-behaved client does (`honor_retry_after=False`: 10 ms, a flood). Works in a script
+    and in a notebook (its own thread)."""
     if not bodies:
         raise ValueError("No request bodies to send.")
     if clients < 1 or duration_s <= 0 or warmup_s < 0:
@@ -211,7 +223,8 @@ def run_load(url: str, bodies: Sequence[bytes], clients: int = 16, duration_s: f
 
     def target() -> None:
         try:
-            box["result"] = asyncio.run(_load(url, bodies, clients, duration_s, warmup_s))
+            box["result"] = asyncio.run(_load(url, bodies, clients, duration_s, warmup_s,
+                                              honor_retry_after))
         except BaseException as err:  # handed to the caller's thread
             box["error"] = err
 
@@ -242,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--family", default="screenshot", choices=FAMILIES,
                         help="without --images, which of the real-world set's families to send "
                              "(default: screenshot, one line of browser text per image)")
+    parser.add_argument("--ignore-retry-after", action="store_true",
+                        help="after a 503, retry within 10 ms instead of waiting as the "
+                             "Retry-After header asks (a flood, not a polite client)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write the results as JSON")
     return parser
@@ -255,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                   else realworld_bodies(family=family))
         results = []
         for clients in args.clients:
-            result = run_load(args.url, bodies, clients, args.duration, args.warmup)
+            result = run_load(args.url, bodies, clients, args.duration, args.warmup,
+                              honor_retry_after=not args.ignore_retry_after)
             print(result.summary(), flush=True)
             if result.statuses.get("error") and result.errors:
                 print(f"  connection errors, first: {result.errors[0]}", flush=True)

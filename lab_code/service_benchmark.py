@@ -61,6 +61,9 @@ CONFIGS = {
                        path="/predict", module="lab_code.batching"),
     "litserve_nobatch": Config("LitServe, no batching", (*BATCHING, "--max-batch-size", "1"),
                                path="/predict", module="lab_code.batching"),
+    "litserve_2w": Config("LitServe, 2 workers, batches of up to 16",
+                          (*BATCHING, "--max-batch-size", "16", "--batch-timeout", "0.005",
+                           "--workers", "2"), path="/predict", module="lab_code.batching"),
     "cache": Config("2 workers + cache, 24 distinct images", (*SERVICE, "--workers", "2",
                                                               "--cache", "256"),
                     repeat_images=24),
@@ -70,8 +73,7 @@ CONFIGS = {
                           env={"OMP_NUM_THREADS": "2"}, cpus=frozenset({0})),
 }
 DEFAULT_CONFIGS = ("before", "unoptimized", "frozen", "threads", "workers", "litserve",
-                   "litserve_nobatch", "cache")
-ONE_CORE_CONFIGS = ("one_core_1t", "one_core_2t")
+                   "litserve_nobatch", "litserve_2w", "cache", "one_core_1t", "one_core_2t")
 
 
 def extract_baseline(ref: str, into: Path) -> Path:
@@ -251,8 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: none; that config is skipped)")
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
                         choices=sorted(CONFIGS), metavar="NAME",
-                        help=f"which ways of serving (default: {' '.join(DEFAULT_CONFIGS)}; "
-                             f"also {' '.join(ONE_CORE_CONFIGS)})")
+                        help=f"which ways of serving (default: all of {' '.join(DEFAULT_CONFIGS)})")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64, 256], metavar="N",
                         help="concurrent clients (default: 1 16 64 256)")
     parser.add_argument("--duration", type=float, default=8.0, metavar="SECONDS",

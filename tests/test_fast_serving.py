@@ -309,3 +309,10 @@ def test_a_missing_profiler_is_one_sentence(monkeypatch):
     monkeypatch.setattr(stages.shutil, "which", lambda *a, **k: None)
     with pytest.raises(stages.ProfilerError, match=r"^py-spy is not installed: run `pip install"):
         stages.flamegraph(1, "/nonexistent/x.svg")
+
+
+def test_a_polite_client_waits_as_retry_after_says():
+    assert loadgen.retry_after({"retry-after": "2"}) == 2.0
+    assert loadgen.retry_after({"retry-after": "3600"}) == loadgen.MAX_RETRY_AFTER_S
+    assert loadgen.retry_after({}) == 1.0
+    assert loadgen.retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 1.0
