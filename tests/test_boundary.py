@@ -38,7 +38,7 @@ SIDE = {
     "export": TRAINING, "stage_model": TRAINING, "metrics": TRAINING,
     # tools that look at both sides (measure, judge, explain, check the machine): no rule here
     "evaluate": TOOL, "profiling": TOOL, "environment": TOOL, "docker_engine": TOOL,
-    "dockerfile": TOOL, "tesseract": TOOL,
+    "dockerfile": TOOL, "tesseract": TOOL, "cpu_compile": TOOL,
 }
 # What a module must do after its import, where importing alone would prove too little.
 USE = {"recognizer": f"module.TextRecognizer().predict({str(EXAMPLE)!r})"}
