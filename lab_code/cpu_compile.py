@@ -156,7 +156,10 @@ def input_ranges(program: torch.export.ExportedProgram) -> list[list[int | None]
             out.append([size, size])
             continue
         bounds = program.range_constraints[size.node.expr]
-        upper = None if bounds.upper.is_infinite else int(bounds.upper)
+        try:
+            upper = int(bounds.upper)
+        except (TypeError, AttributeError):  # sympy's oo or torch's int_oo: no upper bound
+            upper = None
         out.append([int(bounds.lower), upper])
     return out
 
@@ -166,10 +169,22 @@ def fits(shape: Sequence[int], ranges: Sequence[Sequence[int | None]]) -> bool:
         lo <= n and (hi is None or n <= hi) for n, (lo, hi) in zip(shape, ranges, strict=True))
 
 
+def forget_lstm_dispatch() -> None:
+    """Empty torch's per-operator dispatch cache of aten.lstm. One torch.export of this model
+    fills it, and a later torch.onnx.export in the same process then follows the cached route
+    and fixes the width to its example's (seen with torch 2.13): each export starts clean."""
+    lstm = torch.ops.aten.lstm
+    for name in lstm.overloads():
+        cache = getattr(getattr(lstm, name), "_dispatch_cache", None)
+        if cache is not None:
+            cache.clear()
+
+
 def build_aoti(ctx: Context) -> Backend:
     if compiler() is None:
         raise Unavailable("AOTInductor needs a C++ compiler: install g++ (apt-get install g++) "
                           "or set $CXX.")
+    forget_lstm_dispatch()
     # Any batch; the width as free as torch.export finds it can be (Dim.AUTO: an explicit
     # Dim("width") fails on this LSTM, AUTO keeps it dynamic in torch 2.13).
     dims = {"images": {0: torch.export.Dim("batch", min=1), 3: torch.export.Dim.AUTO}}
@@ -216,6 +231,7 @@ def build_onnxruntime(ctx: Context) -> Backend:
     path = ctx.workdir / "model.onnx"
     dims = {"images": {0: torch.export.Dim("batch"), 3: torch.export.Dim("width")}}
     small = ctx.example[:2, ..., :64].contiguous()  # both dims are dynamic: a small example
+    forget_lstm_dispatch()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # its progress lines
             program = torch.onnx.export(LogitsOnly(ctx.eager).eval(), (small,), dynamo=True,
@@ -225,6 +241,8 @@ def build_onnxruntime(ctx: Context) -> Backend:
         raise Unavailable(f"torch.onnx.export needs onnx and onnxscript ({err}): pip install "
                           "onnx onnxscript.") from err
     program.save(str(path))
+    shape = program.model_proto.graph.input[0].type.tensor_type.shape.dim
+    sizes = [d.dim_param or d.dim_value for d in shape]  # a name where the size is dynamic
     session = ort_session(path, ctx.threads)
 
     def logits(images: Tensor) -> Tensor:
@@ -235,8 +253,8 @@ def build_onnxruntime(ctx: Context) -> Backend:
                    f".onnx file ({size_mb} MB); loads with onnxruntime alone (no torch), any "
                    "batch and width; the CTC decoding is a few lines of numpy there",
                    {"exporter": "torch.onnx.export(dynamo=True), the default since torch 2.9",
-                    "onnxruntime": ort.__version__, "intra_op_num_threads": ctx.threads,
-                    "size_mb": size_mb})
+                    "input_sizes": sizes, "onnxruntime": ort.__version__,
+                    "intra_op_num_threads": ctx.threads, "size_mb": size_mb})
 
 
 def build_int8(ctx: Context) -> Backend:
