@@ -40,8 +40,7 @@ SIDE = {
     # tools that look at both sides (measure, judge, explain, check the machine): no rule here
     "evaluate": TOOL, "profiling": TOOL, "environment": TOOL, "docker_engine": TOOL,
     "dockerfile": TOOL, "tesseract": TOOL, "service_benchmark": TOOL, "stages": TOOL,
-    "loadgen": TOOL,
-    "costs": TOOL,
+    "loadgen": TOOL, "costs": TOOL, "cpu_compile": TOOL,
 }
 # What a module must do after its import, where importing alone would prove too little.
 USE = {"recognizer": f"module.TextRecognizer().predict({str(EXAMPLE)!r})"}
