@@ -15,21 +15,24 @@ from pathlib import Path
 
 def start_background(args: list[str], ready_url: str, log: str | os.PathLike,
                      timeout: float = 120.0, env: dict[str, str] | None = None,
-                     cpus: set[int] | None = None) -> subprocess.Popen:
+                     cpus: set[int] | None = None,
+                     cwd: str | os.PathLike | None = None) -> subprocess.Popen:
     """Run `python -m ARGS...` in the background (output to the file `log`) and return once
     `ready_url` answers below 500; stop it with `stop_background`. `env` adds variables; `cpus`
-    pins it (and what it starts) to those CPU cores (Linux), e.g. {0} for a one-core machine."""
+    pins it (and what it starts) to those CPU cores (Linux), e.g. {0} for a one-core machine;
+    `cwd` is the folder it runs in (Python looks there first for `-m` modules)."""
     import requests  # only the readiness poll needs it
 
     package_root = str(Path(__file__).resolve().parents[1])  # this lab_code, installed or not
-    paths = [package_root, os.environ.get("PYTHONPATH")]
+    # a PYTHONPATH in `env` comes first: it can serve another checkout's lab_code
+    paths = [(env or {}).get("PYTHONPATH"), package_root, os.environ.get("PYTHONPATH")]
     child_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     with open(log, "wb") as out:
         # its own process group, so that stopping it also stops any workers it started
         proc = subprocess.Popen([sys.executable, "-m", *args], stdout=out,
                                 stderr=subprocess.STDOUT, env=child_env, start_new_session=True,
-                                preexec_fn=pin)
+                                preexec_fn=pin, cwd=cwd)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -96,17 +96,19 @@ def serve_and_load(config: Config, clients: list[int], bodies: list[bytes], dura
     """Start `config`'s server, load it with each client count in turn, stop it."""
     port = free_port()
     args = [a.replace("PORT", str(port)) for a in config.args]
-    env = dict(config.env)
+    env, cwd = dict(config.env), None
     if config.source == "baseline":
         if baseline is None:
             return {"skipped": "no --baseline commit given"}
-        env["PYTHONPATH"] = str(baseline)
+        # its own folder first (Python looks in the working folder before PYTHONPATH)
+        env["PYTHONPATH"], cwd = str(baseline), baseline
     if config.cpus and not hasattr(os, "sched_setaffinity"):
         return {"skipped": "pinning to one core needs Linux"}
     health = f"http://127.0.0.1:{port}/health"
     log = log_dir / f"{port}.log"
     try:
-        proc = start_background(args, health, log, env=env, cpus=set(config.cpus or ()) or None)
+        proc = start_background(args, health, log, env=env, cpus=set(config.cpus or ()) or None,
+                                cwd=cwd)
     except RuntimeError as err:
         return {"skipped": str(err)}
     try:
@@ -155,8 +157,9 @@ for _ in range(passes):
         start = time.perf_counter()
         texts.append(recognizer.predict(img))
         ms.append((time.perf_counter() - start) * 1000)
+import lab_code.recognizer as module
 print(json.dumps({"p50_ms": statistics.median(ms), "mean_ms": statistics.fmean(ms),
-                  "texts": texts[: len(images)]}))
+                  "texts": texts[: len(images)], "code": module.__file__}))
 """
 
 
@@ -172,11 +175,12 @@ def end_to_end(sources: dict[str, Path | None], paths: list[Path], passes: int,
             done = subprocess.run([sys.executable, "-c", END_TO_END,
                                    json.dumps([str(p) for p in paths]), str(passes)],
                                   capture_output=True, text=True, env=env, timeout=900,
-                                  check=True)
+                                  check=True, cwd=src or ROOT)  # `-c` looks in cwd first
             record = json.loads(done.stdout.strip().splitlines()[-1])
             out[name]["p50_ms"].append(round(record["p50_ms"], 3))
             out[name]["mean_ms"].append(round(record["mean_ms"], 3))
             texts[name] = record["texts"]
+            out[name]["code"] = record["code"]
     first = next(iter(texts.values()))
     return {"images": len(paths), "passes": passes, "rounds": rounds, "per_source": out,
             "same_text": all(t == first for t in texts.values())}
