@@ -6,8 +6,9 @@ when a Chromium is available, entirely offline once Marp CLI is installed.
     python tools/slides.py slides/03_gradio_ui.md --pdf yes
     python tools/slides.py --pipeline 03                 # the pipeline diagram for lesson 03
 
-Every deck shows the course's pipeline with its own lesson's boxes drawn in double lines; the
-drawing lives here (PIPELINE) and tests/test_slides.py checks each deck's copy against it.
+Every deck shows the course's pipeline with its own lesson's boxes drawn in double lines (a lesson
+that reworks earlier boxes instead, like 07, names them in REVISITS); the drawing lives here
+(PIPELINE) and tests/test_slides.py checks each deck's copy against it.
 
 Marp CLI is pinned in `slides/package.json` / `slides/package-lock.json`; the first build runs
 `npm ci --prefix slides` (needs the npm registry once), later builds need no network.
@@ -52,16 +53,30 @@ PIPELINE = """\
 │ Dockerfiles: package app and serverless     │
 └─────────────────────────────────────────────┘"""
 DOUBLE = str.maketrans("─│┌┐└┘┬┴├┤", "═║╔╗╚╝╤╧╟╢")
+# Lessons that add no box of their own but rework boxes of earlier lessons: the boxes, by the
+# first word inside them, that their decks draw in double lines.
+REVISITS = {"07": ("recognizer", "serverless")}
+
+
+def box_corners(lesson: str) -> list[tuple[int, int]]:
+    """The top-left corners (row, column) of the boxes that `lesson` covers or revisits."""
+    rows = PIPELINE.splitlines()
+    corners = [(y, x) for y, row in enumerate(rows)
+               for x in range(len(row)) if row.startswith(f"┌─{lesson}", x)]
+    for name in REVISITS.get(lesson, ()):
+        corners += [(y - 1, x) for y, row in enumerate(rows) if y > 0
+                    for x in range(len(row)) if row.startswith(f"│ {name} ", x)
+                    and len(rows[y - 1]) > x and rows[y - 1][x] == "┌"]
+    return sorted(set(corners))
 
 
 def pipeline(lesson: str) -> str:
     """PIPELINE with the boxes of `lesson` ("03") redrawn in double lines."""
     grid = [list(row) for row in PIPELINE.splitlines()]
-    corners = [(y, x) for y, row in enumerate(PIPELINE.splitlines())
-               for x in range(len(row)) if row.startswith(f"┌─{lesson}", x)]
+    corners = box_corners(lesson)
     if not corners:
         raise BuildError(f"The pipeline diagram has no box for lesson {lesson}: add one to "
-                         "PIPELINE in tools/slides.py.")
+                         "PIPELINE (or the boxes it revisits to REVISITS) in tools/slides.py.")
     for top, left in corners:
         right = next(x for x in range(left + 1, len(grid[top])) if grid[top][x] == "┐")
         bottom = next(y for y in range(top + 1, len(grid)) if grid[y][left] == "└")
