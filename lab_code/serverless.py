@@ -21,6 +21,8 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
+import socket
 import sys
 import threading
 import time
@@ -746,9 +748,71 @@ def main(argv: list[str] | None = None) -> int:
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
     print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}/ with "
           f"{workers} (POST JSON, GET /health, docs at /docs); Ctrl+C stops it.", flush=True)
-    uvicorn.run("lab_code.serverless:app_from_environment", factory=True, host=args.host,
-                port=args.port, workers=args.workers, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=5)
+    if args.workers > 1 and hasattr(socket, "SO_REUSEPORT") and sys.platform == "linux":
+        return serve_workers(args.host, args.port, args.workers)
+    uvicorn.run(APP_FACTORY, factory=True, host=args.host, port=args.port, workers=args.workers,
+                **UVICORN_SETTINGS)
+    return 0
+
+
+APP_FACTORY = "lab_code.serverless:app_from_environment"
+UVICORN_SETTINGS = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 5}
+
+
+def _serve_one(host: str, port: int) -> None:
+    """One worker process: its own listening socket on the shared port (SO_REUSEPORT), so the
+    kernel spreads new connections evenly over the workers."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(APP_FACTORY, factory=True, **UVICORN_SETTINGS)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve_workers(host: str, port: int, workers: int) -> int:
+    """Run `workers` processes that each listen on host:port with SO_REUSEPORT (Linux), and stop
+    them all on Ctrl+C or SIGTERM, or when one of them ends.
+
+    Why not uvicorn's own `workers=N`: its workers share one listening socket, and whichever is
+    awake first accepts a burst of new connections; with keep-alive, 64 clients that connect at
+    once can all stay on one worker while the other idles. With a socket each, the kernel hashes
+    every new connection to one of them."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_serve_one, args=(host, port), name=f"worker-{i}")
+             for i in range(workers)]
+    stopping = threading.Event()
+
+    def stop(signum=None, frame=None) -> None:
+        stopping.set()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    for proc in procs:
+        proc.start()
+    try:
+        while not stopping.is_set() and all(p.is_alive() for p in procs):
+            stopping.wait(0.5)
+    except KeyboardInterrupt:  # Ctrl+C: every worker got it too, and shuts down on its own
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: uvicorn finishes the requests in flight
+        for proc in procs:
+            proc.join(UVICORN_SETTINGS["timeout_graceful_shutdown"] + 5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    failed = [p for p in procs if p.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT)]
+    if failed and not stopping.is_set():
+        print(f"error: worker {failed[0].name} stopped with exit code {failed[0].exitcode}: "
+              "see its messages above.", file=sys.stderr)
+        return 1
     return 0
 
 

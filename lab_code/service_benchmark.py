@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -186,6 +187,33 @@ def end_to_end(sources: dict[str, Path | None], paths: list[Path], passes: int,
             "same_text": all(t == first for t in texts.values())}
 
 
+def merge_rounds(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record from several rounds of the same config: per client count, the mean throughput
+    and latencies, the statuses added up; each round kept under "rounds"."""
+    done = [r["runs"] for r in records if "runs" in r]
+    if not done:
+        return records[0]
+    merged = []
+    for runs in zip(*done, strict=True):
+        first = runs[0]
+        keys = set.intersection(*(set(r["latency_ms"]) for r in runs))
+        statuses: dict[str, int] = {}
+        for r in runs:
+            for code, n in r["statuses"].items():
+                statuses[code] = statuses.get(code, 0) + n
+        stage_keys = set.intersection(*(set(r["stages_ms"]) for r in runs))
+        merged.append({**first, "requests": sum(r["requests"] for r in runs),
+                       "throughput_per_s": round(statistics.fmean(
+                           r["throughput_per_s"] for r in runs), 2),
+                       "latency_ms": {k: round(statistics.fmean(r["latency_ms"][k]
+                                                                for r in runs), 2) for k in keys},
+                       "statuses": statuses,
+                       "stages_ms": {k: round(statistics.fmean(r["stages_ms"][k] for r in runs), 3)
+                                     for k in stage_keys},
+                       "errors": [e for r in runs for e in r["errors"]][:5]})
+    return {"runs": merged, "rounds": [r["runs"] for r in records if "runs" in r]}
+
+
 def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in
@@ -260,10 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"which ways of serving (default: all of {' '.join(DEFAULT_CONFIGS)})")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64, 256], metavar="N",
                         help="concurrent clients (default: 1 16 64 256)")
-    parser.add_argument("--duration", type=float, default=8.0, metavar="SECONDS",
-                        help="measured seconds per client count (default: 8)")
-    parser.add_argument("--warmup", type=float, default=2.0, metavar="SECONDS",
-                        help="seconds of load before each measurement (default: 2)")
+    parser.add_argument("--duration", type=float, default=6.0, metavar="SECONDS",
+                        help="measured seconds per client count (default: 6)")
+    parser.add_argument("--warmup", type=float, default=1.5, metavar="SECONDS",
+                        help="seconds of load before each measurement (default: 1.5)")
+    parser.add_argument("--rounds", type=int, default=2, metavar="N",
+                        help="times every config is run, in alternating order; figures are "
+                             "their means (default: 2)")
     parser.add_argument("--end-to-end-passes", type=int, default=2, metavar="N",
                         help="passes over the screenshot lines, one image at a time, for the "
                              "in-process end-to-end time (0: skip; default: 2)")
@@ -292,13 +323,18 @@ def main(argv: list[str] | None = None) -> int:
             "load_before": os.getloadavg(), "requests": "the real-world set's 120 screenshot "
             "lines, each client sending them in turn", "duration_s": args.duration,
             "warmup_s": args.warmup, "configs": {}}
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in args.configs}
+        for number in range(args.rounds):  # forwards, then backwards: drift hits all alike
+            order = args.configs if number % 2 == 0 else list(reversed(args.configs))
+            for name in order:
+                config = CONFIGS[name]
+                print(f"{name} (round {number + 1}): {config.label}", flush=True)
+                rounds[name].append(serve_and_load(config, args.clients, bodies, args.duration,
+                                                   args.warmup, Path(tmp), baseline))
+                if "skipped" in rounds[name][-1]:
+                    print(f"  skipped: {rounds[name][-1]['skipped']}", flush=True)
         for name in args.configs:
-            config = CONFIGS[name]
-            print(f"{name}: {config.label}", flush=True)
-            results["configs"][name] = {"label": config.label, **serve_and_load(
-                config, args.clients, bodies, args.duration, args.warmup, Path(tmp), baseline)}
-            if "skipped" in results["configs"][name]:
-                print(f"  skipped: {results['configs'][name]['skipped']}", flush=True)
+            results["configs"][name] = {"label": CONFIGS[name].label, **merge_rounds(rounds[name])}
         if args.end_to_end_passes > 0:
             sources = {"this": None, **({"before": baseline} if baseline else {})}
             paths = sorted((REALWORLD / "screenshot").glob("*.png"))

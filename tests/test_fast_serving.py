@@ -323,7 +323,8 @@ def test_a_polite_client_waits_as_retry_after_says():
 def test_service_benchmark_runs_a_config_and_writes_results_and_plot(tmp_path):
     done = subprocess.run([sys.executable, "-m", "lab_code.service_benchmark", "--out",
                            str(tmp_path), "--configs", "frozen", "--clients", "1", "4",
-                           "--duration", "1", "--warmup", "0.3", "--end-to-end-passes", "0"],
+                           "--duration", "1", "--warmup", "0.3", "--end-to-end-passes", "0",
+                           "--rounds", "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "results.json").read_text())
