@@ -263,6 +263,9 @@ def plot(results: dict[str, Any], configs: tuple[str, ...] | None = None):
                   **style)
     for ax, title in ((ax_t, "answers per second (200s)"), (ax_l, "p95 latency (ms)")):
         ax.set_xscale("log", base=2)
+        ticks = sorted({r["clients"] for rec in results["configs"].values()
+                        for r in rec.get("runs", [])})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.set_xlabel("concurrent clients")
         ax.set_title(title)
         ax.grid(alpha=0.3)

@@ -72,7 +72,7 @@ def plot(rows: dict[str, dict[str, float]], title: str = "where a request's time
     """Horizontal stacked bars, one per row (label -> breakdown()), in milliseconds."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 0.8 + 0.7 * len(rows)))
+    fig, ax = plt.subplots(figsize=(11, 1.4 + 0.6 * len(rows)))
     labels = list(rows)
     seen: set[str] = set()
     for y, label in enumerate(labels):
@@ -90,8 +90,7 @@ def plot(rows: dict[str, dict[str, float]], title: str = "where a request's time
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds")
     ax.set_title(title)
-    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25 - 0.05 *
-                                                                       (3 - min(len(rows), 3))))
+    ax.legend(fontsize=8, ncol=8, loc="upper center", bbox_to_anchor=(0.5, -0.45))
     ax.margins(x=0.12)
     fig.tight_layout()
     return fig
