@@ -164,6 +164,14 @@ print(json.dumps({"p50_ms": statistics.median(ms), "mean_ms": statistics.fmean(m
 """
 
 
+def code_shown(path: str, root: Path, source: str) -> str:
+    """Which recognizer a run imported, relative to its checkout (no machine's paths)."""
+    try:
+        return f"{Path(path).resolve().relative_to(Path(root).resolve())} ({source})"
+    except ValueError:  # not under the checkout it was meant to run: say where, plainly
+        return f"{path} (not the {source} checkout!)"
+
+
 def end_to_end(sources: dict[str, Path | None], paths: list[Path], passes: int,
                rounds: int) -> dict[str, Any]:
     """One image at a time, image in and text out, in a fresh process per source and round
@@ -181,7 +189,7 @@ def end_to_end(sources: dict[str, Path | None], paths: list[Path], passes: int,
             out[name]["p50_ms"].append(round(record["p50_ms"], 3))
             out[name]["mean_ms"].append(round(record["mean_ms"], 3))
             texts[name] = record["texts"]
-            out[name]["code"] = record["code"]
+            out[name]["code"] = code_shown(record["code"], src or ROOT, name)
     first = next(iter(texts.values()))
     return {"images": len(paths), "passes": passes, "rounds": rounds, "per_source": out,
             "same_text": all(t == first for t in texts.values())}
