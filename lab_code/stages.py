@@ -119,12 +119,19 @@ def flamegraph(pid: int, out: str | Path, seconds: float = 5.0, rate: int = 250,
     if done.returncode != 0 and subprocesses:  # a child that ended mid-sample stops py-spy: again
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0 or not out.is_file():
-        why = (done.stderr or done.stdout).strip().splitlines()
-        hint = ("py-spy needs permission to read another process: run as root, or allow it "
-                "with `sudo sysctl kernel.yama.ptrace_scope=0` (in Docker: --cap-add SYS_PTRACE)"
-                if any("ermission" in line for line in why) else "is the process still running?")
-        raise ProfilerError(f"py-spy could not profile process {pid} "
-                            f"({why[-1] if why else 'no output'}): {hint}.")
+        lines = (done.stderr + done.stdout).strip().splitlines()
+        why = next((line[len("Error: "):] for line in lines if line.startswith("Error: ")),
+                   lines[-1].strip() if lines else "no output")
+        if "No stack counts" in why:
+            hint = ("no Python code ran while it sampled: put load on the service meanwhile "
+                    "(lab_code.loadgen), or sample for longer")
+        elif any("ermission" in line for line in lines):
+            hint = ("py-spy needs permission to read another process: run as root, or allow it "
+                    "with `sudo sysctl kernel.yama.ptrace_scope=0` (in Docker: --cap-add "
+                    "SYS_PTRACE)")
+        else:
+            hint = "is the process still running?"
+        raise ProfilerError(f"py-spy could not profile process {pid} ({why}): {hint}.")
     return out
 
 

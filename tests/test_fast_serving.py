@@ -298,10 +298,22 @@ def test_stages_cli_prints_each_stage_of_a_real_request(service):
 
 @pytest.mark.slow
 def test_a_flame_graph_of_the_running_service(service, tmp_path):
+    import threading
+
     proc, url, _ = service
     stages = stages_mod()
-    svg = stages.flamegraph(proc.pid, tmp_path / "service.svg", seconds=1, rate=100)
-    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+    with pytest.raises(stages.ProfilerError, match="no Python code ran while it sampled"):
+        stages.flamegraph(proc.pid, tmp_path / "idle.svg", seconds=1, rate=50)  # nothing to see
+    load = threading.Thread(target=loadgen.run_load,
+                            args=(url, loadgen.realworld_bodies(limit=12), 4, 3.0, 0.2))
+    load.start()
+    try:
+        svg = stages.flamegraph(proc.pid, tmp_path / "service.svg", seconds=2, rate=100)
+    finally:
+        load.join()
+    text = svg.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    assert "predict_lines" in text  # the model's call, sampled in a worker process
 
 
 def test_a_missing_profiler_is_one_sentence(monkeypatch):

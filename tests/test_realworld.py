@@ -115,6 +115,7 @@ def test_script_help_and_a_clear_error_without_chromium(tmp_path, monkeypatch, c
     with pytest.raises(SystemExit) as done:
         realworld.main(["--help"])
     assert done.value.code == 0
+    monkeypatch.setattr(realworld, "check_fonts", lambda families: None)  # fonts or not
     monkeypatch.setattr(realworld, "CHROMIUM", tmp_path / "no-chromium")
     monkeypatch.setattr(realworld.screenshots, "__defaults__", (tmp_path / "no-chromium",))
     assert realworld.main(["--out", str(tmp_path / "set"), "--scale", "0.01"]) == 1
