@@ -302,8 +302,6 @@ def test_a_flame_graph_of_the_running_service(service, tmp_path):
 
     proc, url, _ = service
     stages = stages_mod()
-    with pytest.raises(stages.ProfilerError, match="no Python code ran while it sampled"):
-        stages.flamegraph(proc.pid, tmp_path / "idle.svg", seconds=1, rate=50)  # nothing to see
     load = threading.Thread(target=loadgen.run_load,
                             args=(url, loadgen.realworld_bodies(limit=12), 4, 3.0, 0.2))
     load.start()
@@ -314,6 +312,22 @@ def test_a_flame_graph_of_the_running_service(service, tmp_path):
     text = svg.read_text()
     assert text.lstrip().startswith("<?xml") and "<svg" in text
     assert "predict_lines" in text  # the model's call, sampled in a worker process
+
+
+def test_a_sample_of_an_idle_process_says_to_put_load_on_it(monkeypatch, tmp_path):
+    stages = stages_mod()
+    said = ("py-spy> Sampling process 50 times a second for 1 seconds.\n"
+            "Error: Failed to write flamegraph: No stack counts found\n\nStack backtrace:\n"
+            "   0: anyhow::error\n   8: main\n")
+    monkeypatch.setattr(stages, "py_spy", lambda: "py-spy")
+    monkeypatch.setattr(stages.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a[0], 1, stdout="", stderr=said))
+    with pytest.raises(stages.ProfilerError) as err:
+        stages.flamegraph(1234, tmp_path / "idle.svg", seconds=1)
+    assert str(err.value) == ("py-spy could not profile process 1234 (Failed to write flamegraph: "
+                              "No stack counts found): no Python code ran while it sampled: put "
+                              "load on the service meanwhile (lab_code.loadgen), or sample for "
+                              "longer.")
 
 
 def test_a_missing_profiler_is_one_sentence(monkeypatch):
