@@ -27,7 +27,7 @@ import requests
 from PIL import Image
 
 from lab_code import images, preprocess
-from lab_code.ports import port_in_use
+from lab_code.ports import in_use_message, port_in_use
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry unless asked for
 log = logging.getLogger("lab_code.app")  # not __main__ under python -m
@@ -292,8 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
     if port_in_use(args.host, args.port):
-        print(f"error: port {args.port} on {args.host} is already in use: stop the other server "
-              "or choose another port with --port.", file=sys.stderr)
+        print(f"error: {in_use_message(args.host, args.port)}", file=sys.stderr)
         return 1
     try:
         backend = PredictorBackend(args.backend_url, model_path=args.model)

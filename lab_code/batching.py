@@ -50,7 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lab_code import serverless, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
-from lab_code.ports import port_in_use
+from lab_code.ports import in_use_message, port_in_use
 from lab_code.recognizer import TextRecognizer
 
 if TYPE_CHECKING:
@@ -288,8 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {INSTALL}", file=sys.stderr)
         return 1
     if port_in_use(args.host, args.port):
-        print(f"error: port {args.port} on {args.host} is already in use: stop the other server "
-              "or pass another --port.", file=sys.stderr)
+        print(f"error: {in_use_message(args.host, args.port)}", file=sys.stderr)
         return 1
     model_path = Path(os.environ.get(serverless.MODEL_ENV) or bundled_model_path())
     if not model_path.is_file():

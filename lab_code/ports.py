@@ -18,6 +18,12 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def in_use_message(host: str, port: int) -> str:
+    """The one sentence every server of the course prints when its port is taken."""
+    return (f"port {port} on {host} is already in use: stop the other server or pass another "
+            "--port.")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on `host` that nothing listens on right now."""
     with socket.socket() as s:

@@ -43,7 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lab_code import images, preprocess, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
-from lab_code.ports import port_in_use
+from lab_code.ports import in_use_message, port_in_use
 from lab_code.recognizer import TextRecognizer
 
 MODEL_ENV = "MODEL_PATH"  # environment variable: a TorchScript file to serve instead of the bundled
@@ -494,6 +494,22 @@ def request_id(scope: dict[str, Any]) -> str:
     return str(rid)[:64] if rid else uuid.uuid4().hex[:16]
 
 
+READY_EVENT = '"event": "ready"'  # what each worker logs once its model is loaded
+
+
+def wait_for_workers(log: str | os.PathLike, workers: int, timeout: float = 120.0) -> bool:
+    """Wait until `workers` processes have logged READY_EVENT in the service's `log` (True) or
+    `timeout` passes (False). /health answers once the first worker is up; connections opened
+    before the others are ready would all go to it, and keep-alive would keep them there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        path = Path(log)
+        if path.exists() and path.read_text(errors="replace").count(READY_EVENT) >= workers:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def log_request(**fields: Any) -> None:
     """One JSON line on stdout (Lambda sends stdout to CloudWatch Logs)."""
     print(json.dumps(fields, ensure_ascii=False), flush=True)
@@ -726,8 +742,7 @@ def app_from_environment() -> FastAPI:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if port_in_use(args.host, args.port):
-        print(f"error: port {args.port} on {args.host} is already in use: stop the other server "
-              "or pass another --port.", file=sys.stderr)
+        print(f"error: {in_use_message(args.host, args.port)}", file=sys.stderr)
         return 1
     model_path = Path(os.environ.get(MODEL_ENV) or bundled_model_path())
     if not model_path.is_file():

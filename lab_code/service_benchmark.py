@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab_code import loadgen
+from lab_code import loadgen, serverless
 from lab_code.ports import free_port
 from lab_code.processes import start_background, stop_background
 
@@ -43,7 +43,6 @@ class Config:
     env: dict[str, str] = field(default_factory=dict)
     cpus: frozenset[int] | None = None  # pin to these cores (a smaller machine)
     source: str = "this"  # "this" checkout or "baseline"
-    module: str = "lab_code.serverless"
     repeat_images: int = 0  # send only this many distinct images (to show the cache); 0: all
 
 
@@ -59,12 +58,12 @@ CONFIGS = {
     "workers": Config("2 workers (shipped)", (*SERVICE, "--workers", "2")),
     "litserve": Config("LitServe, batches of up to 16, 5 ms wait",
                        (*BATCHING, "--max-batch-size", "16", "--batch-timeout", "0.005"),
-                       path="/predict", module="lab_code.batching"),
+                       path="/predict"),
     "litserve_nobatch": Config("LitServe, no batching", (*BATCHING, "--max-batch-size", "1"),
-                               path="/predict", module="lab_code.batching"),
+                               path="/predict"),
     "litserve_2w": Config("LitServe, 2 workers, batches of up to 16",
                           (*BATCHING, "--max-batch-size", "16", "--batch-timeout", "0.005",
-                           "--workers", "2"), path="/predict", module="lab_code.batching"),
+                           "--workers", "2"), path="/predict"),
     "cache": Config("2 workers + cache, 24 distinct images", (*SERVICE, "--workers", "2",
                                                               "--cache", "256"),
                     repeat_images=24),
@@ -113,7 +112,9 @@ def serve_and_load(config: Config, clients: list[int], bodies: list[bytes], dura
     except RuntimeError as err:
         return {"skipped": str(err)}
     try:
-        wait_for_workers(log, workers_of(args))
+        if workers_of(args) > 1:  # one worker answered /health: ready (the baseline logs none)
+            serverless.wait_for_workers(log, workers_of(args))
+        time.sleep(0.5)
         url = f"http://127.0.0.1:{port}{config.path}"
         sent = bodies[: config.repeat_images] if config.repeat_images else bodies
         runs = []
@@ -128,18 +129,6 @@ def serve_and_load(config: Config, clients: list[int], bodies: list[bytes], dura
 
 def workers_of(args: list[str]) -> int:
     return int(args[args.index("--workers") + 1]) if "--workers" in args else 1
-
-
-def wait_for_workers(log: Path, workers: int, timeout: float = 120.0) -> None:
-    """Wait until `workers` processes have logged that their model is loaded: connections
-    opened before would all go to the first one ready (and keep-alive would keep them there)."""
-    deadline = time.monotonic() + (timeout if workers > 1 else 0)  # one: it answered /health
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace") if log.exists() else ""
-        if text.count('"event": "ready"') >= workers:
-            break
-        time.sleep(0.2)
-    time.sleep(0.5)
 
 
 END_TO_END = """

@@ -165,9 +165,7 @@ def service(tmp_path_factory):
     proc = start_background(["lab_code.serverless", "--port", str(port), "--workers", "2",
                              "--max-waiting", "4"], url + "health", log)
     try:
-        deadline = time.monotonic() + 120  # /health answers once one worker is up: wait for both
-        while Path(log).read_text().count('"event": "ready"') < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        serverless.wait_for_workers(log, 2)  # /health answers once one worker is up
         yield proc, url, log
     finally:
         stop_background(proc)
