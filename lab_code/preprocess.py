@@ -53,21 +53,25 @@ MAX_OUTPUT = 32 * 400_000  # total pixels of all line arrays of one image (bound
 _EDGE_RUN = 0.6  # a straight run of ink this long (of the image's side) is a rule, rim or frame
 
 
-def _background(arr: np.ndarray) -> float:
+def _sample(values: np.ndarray) -> np.ndarray:
+    """At most ~250,000 of `values` (a 2-D picture or 1-D pixels): plenty for a histogram."""
+    step = max(1, int(np.sqrt(values.size / 250_000)))
+    return values[::step, ::step] if values.ndim == 2 else values[:: step * step]
+
+
+def _background(values: np.ndarray) -> float:
     """The background grey: the most common level of a coarse histogram (robust to rims)."""
-    step = max(1, int(np.sqrt(arr.size / 250_000)))  # a subsample is plenty for a histogram
-    sample = arr[::step, ::step]
+    sample = _sample(values)
     counts = np.bincount(np.minimum((sample * 32).astype(np.int64), 31).ravel(), minlength=32)
     level = int(np.argmax(counts))
     near = sample[np.abs(sample - (level + 0.5) / 32) <= 1 / 32]
     return float(np.median(near)) if near.size else (level + 0.5) / 32
 
 
-def _light_on_dark(arr: np.ndarray, bg: float) -> bool:
+def _light_on_dark(values: np.ndarray, bg: float) -> bool:
     """Whether the text is lighter than its background: compares how much of the picture lies
     clearly above and clearly below the background grey, whatever that grey is."""
-    step = max(1, int(np.sqrt(arr.size / 250_000)))
-    diff = arr[::step, ::step] - bg
+    diff = _sample(values) - bg
     lighter = float(np.clip(diff - 0.1, 0.0, None).sum())
     darker = float(np.clip(-diff - 0.1, 0.0, None).sum())
     if lighter == darker:  # blank: fall back on the background's own grey
@@ -75,23 +79,96 @@ def _light_on_dark(arr: np.ndarray, bg: float) -> bool:
     return lighter > darker
 
 
+def _run_ids(mask: np.ndarray) -> np.ndarray:
+    """A number for every horizontal run of True in a 2-D mask (0 where False)."""
+    starts = mask.copy()
+    starts[:, 1:] &= ~mask[:, :-1]
+    return np.where(mask, np.cumsum(starts.ravel()).reshape(mask.shape), 0)
+
+
+def reach(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The pixels of `mask` joined to a seed pixel by a path inside `mask` (4-neighbours).
+
+    Whole horizontal runs, then whole vertical runs, are filled from what is reached so far,
+    until nothing changes: a frame or a surround takes two or three rounds, each O(pixels)."""
+    rows, cols = _run_ids(mask), _run_ids(mask.T).T
+    got = mask & seeds
+    for _ in range(64):  # a spiral could need more; what is reached by then is kept
+        before = int(got.sum())
+        for ids in (rows, cols):
+            hit = np.zeros(int(ids.max()) + 1, dtype=bool)
+            hit[ids[got]] = True
+            hit[0] = False
+            got = hit[ids]
+        if int(got.sum()) == before:
+            break
+    return got
+
+
+def _ring(shape: tuple[int, ...]) -> np.ndarray:
+    """The outermost pixels of a picture of this shape."""
+    ring = np.zeros(shape, dtype=bool)
+    ring[[0, -1], :] = True
+    ring[:, [0, -1]] = True
+    return ring
+
+
+CARD_FILL = 0.8  # a card fills at least this much of its box (a text block fills far less)
+CARD_AREA = 0.08  # and covers at least this much of the picture
+SURROUND_PX = 3  # a surround is at least this many pixels thick on average (thinner: a frame)
+
+
+def card(arr: np.ndarray, tolerance: float = 0.1) -> np.ndarray | None:
+    """The pixels of the card the text sits on, when the picture shows one on a surround of
+    another colour (a phone photo of a panel, a framed box, a screen's edge); None when the
+    text sits on the picture's own background.
+
+    The surround is what has the colour of the picture's edge and is joined to that edge; the
+    card is the rest, if that rest is one solid block: a text block without a card leaves only
+    letters, which fill a small part of their box."""
+    ring = _ring(arr.shape)
+    edge = arr[ring]
+    colour = float(np.median(edge))
+    if np.mean(np.abs(edge - colour) <= tolerance) < 0.7:  # no single surround colour
+        return None
+    other = np.abs(arr - colour) > tolerance
+    if other.mean() < CARD_AREA * CARD_FILL or other[ring].mean() > 0.2:
+        return None  # too little of another colour, or it is not inside a surround
+    rest = ~reach(~other, ring)
+    if rest[ring].mean() > 0.1:  # a card lies inside its surround
+        return None
+    if (~rest).sum() < SURROUND_PX * ring.sum():  # a thin frame: _clean trims it
+        return None
+    rows, cols = np.flatnonzero(rest.any(axis=1)), np.flatnonzero(rest.any(axis=0))
+    box = rest[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    if box.size < CARD_AREA * arr.size or box.mean() < CARD_FILL:
+        return None
+    return rest
+
+
 def ink_map(img: Image.Image) -> np.ndarray:
     """Darkness in [0, 1] (1 = ink), with the polarity fixed so text is ink on background.
 
     The polarity comes from the background (the most common grey), not from a median threshold,
     so light text on a mid-grey or any dark-mode grey reads the same as dark text on white.
-    """
+    When the text sits on a card inside a surround (see `card`), the background and polarity
+    are the card's: the surround, whatever its colour, does not decide them."""
     gray = shrink(to_gray(img))
     arr = np.asarray(gray, dtype=np.float32) / 255.0
-    bg = _background(arr)
-    if _light_on_dark(arr, bg):
+    inside = card(arr)
+    values = arr if inside is None else arr[inside]
+    bg = _background(values)
+    if _light_on_dark(values, bg):
         arr = 1.0 - arr
         bg = 1.0 - bg
     ink = 1.0 - arr
     lo, hi = min(float(np.percentile(ink, 50)), 1.0 - bg), float(ink.max())
     if hi - lo < 0.08:  # a blank or nearly blank picture
         return np.zeros_like(ink)
-    return np.clip((ink - lo) / (hi - lo), 0.0, 1.0)
+    ink = np.clip((ink - lo) / (hi - lo), 0.0, 1.0)
+    if inside is not None:  # the surround, and a frame or anything else joined to it, goes
+        ink[reach(_mask(ink) | ~inside, _ring(ink.shape))] = 0.0
+    return ink
 
 
 def _mask(ink: np.ndarray) -> np.ndarray:
@@ -135,11 +212,36 @@ def _rules(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+FRAME_EDGE = 0.4  # ink joined to the picture's edge along this much of it is a frame or surround
+FRAME_BAND = 4  # px from the edge that such a frame is trimmed in
+
+
+def _frame(mask: np.ndarray) -> np.ndarray:
+    """Ink joined to the picture's edge, when it lines much of that edge: a frame, a surround
+    or rims, slanted or not (a phone's perspective). Letters that touch the edge of a tight
+    crop touch it at a few points, and stay; a thin frame is trimmed only near the edge, so a
+    letter that touches it loses no more than the frame's rows."""
+    ring = _ring(mask.shape)
+    if mask[ring].mean() < FRAME_EDGE:
+        return np.zeros_like(mask)
+    joined = reach(mask, ring)
+    if joined[ring].mean() < FRAME_EDGE:
+        return np.zeros_like(mask)
+    h, w = mask.shape
+    if h > 2 * SURROUND_PX and w > 2 * SURROUND_PX:
+        inner = _ring((h - 2 * SURROUND_PX, w - 2 * SURROUND_PX))  # SURROUND_PX in from the edge
+        if joined[SURROUND_PX:-SURROUND_PX, SURROUND_PX:-SURROUND_PX][inner].mean() >= 0.6:
+            return joined  # a thick surround (a phone's view of a panel) goes whole
+    near = np.zeros_like(mask)  # a thin frame goes near the edge: a letter touching it stays
+    near[:FRAME_BAND], near[-FRAME_BAND:], near[:, :FRAME_BAND], near[:, -FRAME_BAND:] = (True,) * 4
+    return joined & near
+
+
 def _clean(mask: np.ndarray) -> np.ndarray:
     """The mask without rims, borders and frame edges: long horizontal rules go first; long
     vertical ones go too when what is left is a page (two or more bands), since in a single
     line a tall letter can span almost the whole crop."""
-    mask = mask.copy()
+    mask = mask & ~_frame(mask)
     mask[_rules(mask)] = False
     tall = _rules(mask.T)  # columns with a long vertical run
     if tall.any():

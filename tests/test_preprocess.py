@@ -151,3 +151,56 @@ def test_the_noise_filter_is_exactly_a_3x3_median_of_the_grey_levels():
         grey = Image.fromarray((ink * 255).astype(np.uint8), mode="L")
         median = np.asarray(grey.filter(ImageFilter.MedianFilter(3)))
         assert np.array_equal(preprocess._mask(ink), median > preprocess.INK_THRESHOLD * 255)
+
+
+# Cards on a surround: what a phone photo of a screen or a framed panel looks like.
+def _on_surround(card, surround, pad=30, angle=0.0):
+    """`card` pasted on a wider picture of the `surround` grey, optionally turned slightly."""
+    out = Image.new("L", (card.width + 2 * pad, card.height + 2 * pad), surround)
+    out.paste(card, (pad, pad))
+    if angle:
+        out = out.rotate(angle, Image.Resampling.BICUBIC, fillcolor=surround)
+    return out
+
+
+def test_dark_card_on_a_larger_light_surround_keeps_the_cards_polarity():
+    # the surround is the most common grey, so the picture's own background would say dark
+    # text on light; the card's says light text on dark, which is right
+    dark_card = ImageOps.invert(_line())
+    img = _on_surround(dark_card, 225, pad=60)
+    assert np.mean(np.asarray(img) > 200) > 0.5
+    assert preprocess.card(np.asarray(img, dtype=np.float32) / 255.0) is not None
+    a = _same_line(img)
+    assert a.mean() < 0.5
+
+
+@pytest.mark.parametrize("angle", [0.0, 1.5, -1.5])
+def test_a_framed_card_on_a_surround_splits_into_its_lines_even_turned(angle):
+    card = _rim(_page([data.english_lines()[i] for i in range(3)], gaps=[0, 6, 6]), 110, 2)
+    img = _on_surround(card, 190, angle=angle)
+    arrays = preprocess.line_arrays(img)
+    assert len(arrays) == 3
+    assert all(a.mean() < 0.5 for a in arrays)
+
+
+@pytest.mark.parametrize("img", [
+    _line(),
+    _page([data.english_lines()[i] for i in range(4)]),
+    _line("MMMM WWWW", size=40),  # heavy capitals that nearly touch every edge
+    Image.fromarray(np.tile(np.linspace(120, 250, 400, dtype=np.uint8), (60, 1))),  # a light ramp
+])
+def test_text_on_its_own_background_is_not_a_card(img):
+    assert preprocess.card(np.asarray(img.convert("L"), dtype=np.float32) / 255.0) is None
+
+
+def test_reach_follows_paths_inside_the_mask():
+    mask = np.zeros((7, 9), dtype=bool)
+    mask[1, 1:8] = mask[1:6, 7] = mask[5, 3:8] = True  # a hook from the top left
+    mask[3, 2] = True  # an island
+    seeds = np.zeros_like(mask)
+    seeds[1, 1] = True
+    got = preprocess.reach(mask, seeds)
+    assert got[5, 3] and got[1, 7] and not got[3, 2]
+    island = np.zeros_like(mask)
+    island[3, 2] = True
+    assert (got == (mask & ~island)).all()
