@@ -33,8 +33,9 @@ REALWORLD_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "realwo
 REALWORLD_LABELS = "labels.json"
 
 
-def held_out_cer(recognizer: TextRecognizer, size: int = data.TEST_SIZE) -> float:
-    return data.held_out_cer(recognizer.predict_lines, size)["cer"]
+def held_out_cer(recognizer: TextRecognizer, size: int = data.TEST_SIZE,
+                 which: str = "augmented") -> float:
+    return data.held_out_cer(recognizer.predict_lines, size, which=which)["cer"]
 
 
 def english_cer(recognizer: TextRecognizer) -> tuple[float, list[tuple[str, str]]]:
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         english, wrong = english_cer(recognizer)
         result.update({
             "held_out_cer": round(held_out_cer(recognizer), 4),
+            "plain_held_out_cer": round(held_out_cer(recognizer, which="plain"), 4),
             "english_cer": round(english, 4),
             "english_lines_wrong": f"{len(wrong)} of {len(data.english_set())}",
             "threads": torch.get_num_threads(),
