@@ -51,7 +51,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lab_code import serverless, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.ports import in_use_message, port_in_use
-from lab_code.recognizer import TextRecognizer
+from lab_code.recognizer import TextRecognizer, page_text
 
 if TYPE_CHECKING:
     import litserve
@@ -105,7 +105,7 @@ def recognize(recognizer: TextRecognizer, jobs: list[Job]) -> list[Job]:
             texts = recognizer.predict_lines(flat)
     at = 0
     for job in jobs:
-        job.text = "\n".join(texts[at : at + len(job.lines)])
+        job.text = page_text(texts[at : at + len(job.lines)])
         at += len(job.lines)
         job.timings.update(timings)
         job.batch = len(jobs)

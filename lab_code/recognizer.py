@@ -87,9 +87,16 @@ class TextRecognizer:
         flat = self.predict_lines([line for lines in per_image for line in lines])
         out, at = [], 0
         for lines in per_image:
-            out.append("\n".join(flat[at : at + len(lines)]))
+            out.append(page_text(flat[at : at + len(lines)]))
             at += len(lines)
         return out
+
+
+def page_text(readings: Sequence[str]) -> str:
+    """A page's text: its lines' readings, top to bottom, joined by newlines. A line that reads
+    as nothing (a stray blob the splitter kept: what is left of a frame, a smudge) is left out,
+    so the text never holds an empty line."""
+    return "\n".join(text for text in readings if text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,7 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lab_code import images, preprocess, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.ports import in_use_message, port_in_use
-from lab_code.recognizer import TextRecognizer
+from lab_code.recognizer import TextRecognizer, page_text
 
 MODEL_ENV = "MODEL_PATH"  # environment variable: a TorchScript file to serve instead of the bundled
 MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit (6 MB)
@@ -399,7 +399,7 @@ def create_app(recognizer: TextRecognizer | None = None, *,
             waiting.give()
             if not started.is_set():  # the thread never ran: nothing else gives the slot back
                 give_fetch()
-        text, count = "\n".join(texts), hit[1] if hit else len(lines)
+        text, count = page_text(texts), hit[1] if hit else len(lines)
         if key is not None and hit is None:
             state["cache"].put(key, text, count)
         request.state.text_chars = len(text)

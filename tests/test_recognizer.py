@@ -91,3 +91,21 @@ def test_a_line_reads_the_same_alone_and_in_a_batch(recognizer):
              for i, t in enumerate(data.english_lines()[:12])]
     alone = [recognizer.predict_lines([line])[0] for line in lines]
     assert recognizer.predict_lines(lines) == alone
+
+
+def test_a_line_that_reads_as_nothing_leaves_no_empty_line():
+    from lab_code.recognizer import page_text
+
+    assert page_text(["Grants Each Contributor", ""]) == "Grants Each Contributor"
+    assert page_text(["one", "", "two"]) == "one\ntwo"
+    assert page_text(["", ""]) == ""
+
+
+def test_a_framed_phone_crop_reads_as_its_one_line(recognizer):
+    # The splitter keeps what is left of this card's frame as a second "line" that reads as
+    # nothing; the text must not end in a newline.
+    from lab_code import evaluate
+
+    sample = next(s for s in evaluate.realworld_set() if s.path.name == "096.jpg"
+                  and s.family == "phone")
+    assert recognizer.predict(sample.path) == sample.text == "Grants Each Contributor"
