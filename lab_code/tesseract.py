@@ -3,6 +3,12 @@ system's libtesseract (no Python binding to build): the peer the benchmark compa
 
     python -m lab_code.tesseract line.png --psm 7
 
+The benchmark runs it in a process of its own (`read_apart`): torch ships its own OpenMP runtime
+under the same name as the system's, and once torch has loaded it, libtesseract shares it with
+torch's settings instead of OMP_THREAD_LIMIT=1. On the course's 2-core machine (2026-12-02) that
+made Tesseract 13x slower than on its own (172 vs 13 ms a line), which would flatter the
+recognizer.
+
 An optional benchmark dependency, never needed by the lessons or the production side.
 """
 
@@ -11,8 +17,12 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import json
 import os
+import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -92,17 +102,68 @@ class Tesseract:
         self.close()
 
 
+def _bench(jobs: Sequence[tuple[str, int]], warmup: int, language: str) -> dict:
+    """Read every (image path, page segmentation mode) one image at a time, timing each call as
+    the recognizer is timed (images decoded beforehand, a few warm-up reads first); an exception
+    is recorded with its message, so one bad image does not end the run."""
+    images = [Image.open(path).convert("RGB") for path, _ in jobs]
+    with Tesseract(language) as engine:
+        for image, (_, psm) in list(zip(images, jobs, strict=True))[:warmup]:
+            engine.read(image, psm)
+        readings = []
+        for image, (_, psm) in zip(images, jobs, strict=True):
+            start = time.perf_counter()
+            try:
+                text, error = engine.read(image, psm), ""
+            except Exception as err:  # count it, keep going
+                text, error = "", f"{type(err).__name__}: {err}"
+            readings.append({"text": text, "ms": (time.perf_counter() - start) * 1000,
+                             "error": error})
+        return {"version": engine.version, "readings": readings,
+                "torch_loaded": "torch" in sys.modules}
+
+
+def read_apart(jobs: Sequence[tuple[str | Path, int]], warmup: int = 3,
+               language: str = "eng") -> dict:
+    """`_bench` in a fresh Python process that never loads torch, with OpenMP on one thread:
+    {"version", "readings": [{"text", "ms", "error"}, ...], "torch_loaded"}. Raises
+    TesseractError, with the child's sentence, when libtesseract or the model is missing."""
+    request = {"jobs": [[str(path), psm] for path, psm in jobs], "warmup": warmup,
+               "language": language}
+    done = subprocess.run([sys.executable, "-m", "lab_code.tesseract", "--bench"],
+                          input=json.dumps(request), capture_output=True, text=True,
+                          env={**os.environ, "OMP_THREAD_LIMIT": "1"}, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise TesseractError(lines[-1].removeprefix("error: "))
+    return json.loads(done.stdout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab_code.tesseract", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE", help="image file")
+    parser.add_argument("inputs", nargs="*", type=Path, metavar="IMAGE", help="image file")
     parser.add_argument("--psm", type=int, default=PSM_LINE,
                         help=f"page segmentation mode: {PSM_LINE} one line, {PSM_BLOCK} a block")
+    parser.add_argument("--bench", action="store_true",
+                        help="read a JSON request from stdin and answer timed readings as JSON "
+                             "(what read_apart runs)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.bench:
+        request = json.load(sys.stdin)
+        try:
+            print(json.dumps(_bench(request["jobs"], request["warmup"], request["language"])))
+        except TesseractError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        return 0
+    if not args.inputs:
+        parser.error("give at least one image")
     try:
         engine = Tesseract()
     except TesseractError as err:
