@@ -36,6 +36,7 @@ from PIL import Image
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
 from lab_code import preprocess
+from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.devices import DeviceError, resolve_device
 from lab_code.ports import free_port  # noqa: F401 - part of this module's API
 from lab_code.recognizer import TextRecognizer
@@ -538,9 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def write_results(out: Path, records: list[dict], page: dict, device: torch.device, width: int,
-                  command: str) -> list[Path]:
-    """summary.json, profiling.png and benchmark.json (command, machine, ratio, page) in `out`."""
+                  command: str, model_path: str | os.PathLike | None = None) -> list[Path]:
+    """summary.json, profiling.png and benchmark.json (command, the model's version, machine,
+    load average, ratio, page) in `out`."""
     info = machine()
+    model_file = Path(model_path) if model_path is not None else bundled_model_path()
     summary = out / "summary.json"
     summary.write_text(json.dumps(records, indent=2) + "\n")
     title = (f"{device.type}: {info.get('gpu', info['cpu'])}, torch {info['torch']}, "
@@ -548,7 +551,9 @@ def write_results(out: Path, records: list[dict], page: dict, device: torch.devi
     png = plot(records, out / "profiling.png", title)
     benchmark = out / "benchmark.json"
     benchmark.write_text(json.dumps({
-        "command": command, "measured": time.strftime("%Y-%m-%d"), "machine": info,
+        "command": command, "measured": time.strftime("%Y-%m-%d"),
+        "model": model_file.name, "model_version": model_version(model_file), "machine": info,
+        "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "throughput_ratio_bs16_vs_bs1": throughput_ratio(records), "page": page,
     }, indent=2) + "\n")
     return [summary, png, benchmark]
@@ -581,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     records = run_study(model, arrays, batch_sizes, args.out, device, args.repeats, args.width)
     page = compare_page(model, page_from_lines(arrays), device, args.page_repeats)
     command = " ".join(["python -m lab_code.profiling", *(sys.argv[1:] if argv is None else argv)])
-    written = write_results(args.out, records, page, device, args.width, command)
+    written = write_results(args.out, records, page, device, args.width, command, args.model)
     print(report(records, page))
     print(f"\nwrote {', '.join(map(str, written))} and traces in {args.out / 'traces'}/ "
           "(open them in TensorBoard or https://ui.perfetto.dev)")

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from lab_code import data, preprocess, profiling
+from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.recognizer import TextRecognizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,15 @@ def test_summary_json_schema(study, capsys):
     assert bench["page"]["lines"] == 16 and bench["page"]["speedup"] > 0
     assert bench["machine"]["torch"] == torch.__version__
     assert bench["command"].startswith("python -m lab_code.profiling --batch-sizes 1 2")
+    assert bench["model_version"] == model_version(bundled_model_path())
+
+
+@pytest.mark.parametrize("run", ["batch_1_16", "sweep"])
+def test_lesson_02_reference_results_are_of_the_bundled_model(run):
+    # Retraining the model without re-measuring lesson 02's reference results fails here.
+    bench = json.loads((ROOT / "profiling" / "results" / run / "benchmark.json").read_text())
+    assert bench["model_version"] == model_version(bundled_model_path())
+    assert bench["command"].endswith(f"--out profiling/results/{run}")
 
 
 def test_each_batch_size_gets_one_trace_of_three_active_steps(study):
