@@ -113,6 +113,46 @@ def _ring(shape: tuple[int, ...]) -> np.ndarray:
     return ring
 
 
+LEVEL_KEEP = 0.06  # pixels this close to the fitted background count as background
+UNEVEN = 0.04  # a background whose fitted grey varies more than this across the picture: levelled
+
+
+def _plane(arr: np.ndarray, where: np.ndarray | None, start: float) -> np.ndarray:
+    """The background's grey as a plane a + b*x + c*y, x and y running 0 to 1 across the
+    picture (uneven light: a phone's shadow, a lamp to one side), fitted to the pixels of
+    `where` (None: all) that lie near it: first those near the grey `start`, then, three more
+    times, those near the plane so far. Ink, far from the background, takes no part. A few
+    thousand pixels spread over the picture are enough for three numbers. Returns (a, b, c)."""
+    h, w = arr.shape
+    if where is None:
+        step = max(1, int(np.sqrt(arr.size / 2_000)))
+        at = (np.arange(0, h, step)[:, None] * w + np.arange(0, w, step)[None, :]).ravel()
+    else:
+        at = np.flatnonzero(where)
+        at = at[:: max(1, at.size // 2_000)]
+    ys, xs = np.divmod(at, w)
+    design = np.stack([np.ones(ys.size), xs / max(1, w - 1), ys / max(1, h - 1)], axis=1)
+    values = arr.ravel()[at].astype(np.float64)
+    coef = np.array([start, 0.0, 0.0])
+    for keep in (0.1, LEVEL_KEEP, LEVEL_KEEP, LEVEL_KEEP):
+        near = np.abs(values - design @ coef) <= keep
+        if near.sum() < 16:
+            break
+        a, v = design[near], values[near]
+        try:
+            coef = np.linalg.solve(a.T @ a, a.T @ v)  # least squares, by its normal equations
+        except np.linalg.LinAlgError:  # the pixels lie on one line (a one-row picture)
+            break
+    return coef
+
+
+def _plane_map(coef: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The plane's grey at every pixel of a picture of this shape."""
+    x = np.linspace(0.0, 1.0, shape[1], dtype=np.float32)[None, :]
+    y = np.linspace(0.0, 1.0, shape[0], dtype=np.float32)[:, None]
+    return (coef[0] + coef[1] * x + coef[2] * y).astype(np.float32)
+
+
 CARD_FILL = 0.8  # a card fills at least this much of its box (a text block fills far less)
 CARD_AREA = 0.08  # and covers at least this much of the picture
 SURROUND_PX = 3  # a surround is at least this many pixels thick on average (thinner: a frame)
@@ -127,9 +167,8 @@ def card(arr: np.ndarray, tolerance: float = 0.1) -> np.ndarray | None:
     card is the rest, if that rest is one solid block: a text block without a card leaves only
     letters, which fill a small part of their box."""
     ring = _ring(arr.shape)
-    edge = arr[ring]
-    colour = float(np.median(edge))
-    if np.mean(np.abs(edge - colour) <= tolerance) < 0.7:  # no single surround colour
+    colour = _plane_map(_plane(arr, ring, float(np.median(arr[ring]))), arr.shape)  # uneven light
+    if np.mean(np.abs(arr[ring] - colour[ring]) <= tolerance) < 0.7:  # no one surround colour
         return None
     other = np.abs(arr - colour) > tolerance
     if other.mean() < CARD_AREA * CARD_FILL or other[ring].mean() > 0.2:
@@ -158,11 +197,18 @@ def ink_map(img: Image.Image) -> np.ndarray:
     inside = card(arr)
     values = arr if inside is None else arr[inside]
     bg = _background(values)
+    level = _plane(arr, inside, bg)
+    if abs(level[1]) + abs(level[2]) > UNEVEN:  # uneven light: level the background
+        arr = np.clip(arr - _plane_map(level, arr.shape) + bg, 0.0, 1.0)
+        values = arr if inside is None else arr[inside]
     if _light_on_dark(values, bg):
         arr = 1.0 - arr
         bg = 1.0 - bg
     ink = 1.0 - arr
-    lo, hi = min(float(np.percentile(ink, 50)), 1.0 - bg), float(ink.max())
+    lo = min(float(np.percentile(ink, 50)), 1.0 - bg)
+    # The darkest ink; on a card, of the card alone and past its few brightest specks (the
+    # surround's colour bleeding over the card's edge would squash the text's contrast).
+    hi = float(ink.max()) if inside is None else float(np.percentile(ink[inside], 99.9))
     if hi - lo < 0.08:  # a blank or nearly blank picture
         return np.zeros_like(ink)
     ink = np.clip((ink - lo) / (hi - lo), 0.0, 1.0)

@@ -204,3 +204,42 @@ def test_reach_follows_paths_inside_the_mask():
     island = np.zeros_like(mask)
     island[3, 2] = True
     assert (got == (mask & ~island)).all()
+
+
+# Uneven light: a phone's shadow or a lamp to one side darkens one end of the picture.
+def _shade(img, strength=0.25, gx=1.0, gy=0.6):
+    """The picture darkened by up to `strength` along a slanted ramp, as a shadow does."""
+    a = np.asarray(img.convert("RGB"), dtype=np.float32)
+    h, w = a.shape[:2]
+    ramp = np.clip(gx * np.linspace(0, 1, w)[None, :] + gy * np.linspace(0, 1, h)[:, None], 0, 1)
+    return Image.fromarray(np.clip(a * (1 - strength * ramp)[..., None], 0, 255).astype(np.uint8))
+
+
+def test_dark_text_on_tinted_paper_in_a_shadow_keeps_its_polarity():
+    # the shadow makes much of the wide paper darker than its most common grey: a rule that
+    # compares pixels with one background grey calls the pale text light on dark
+    page = _recolour(_page([data.english_lines()[i] for i in range(2)], gaps=[0, 8]),
+                     ink=(90, 120, 90), paper=(232, 210, 200))
+    img = _shade(ImageOps.expand(page, border=80, fill=(232, 210, 200)))
+    arrays = preprocess.line_arrays(img)
+    assert len(arrays) == 2
+    assert all(a.mean() < 0.5 for a in arrays)
+
+
+def test_a_framed_card_in_a_shadow_is_still_a_card():
+    # the shadow takes one corner of the surround far from the rest of the edge's grey
+    card = _rim(_recolour(_page([data.english_lines()[i] for i in range(3)], gaps=[0, 6, 6]),
+                          ink=(235, 235, 235), paper=(128, 128, 128)), (130, 200, 160), 2)
+    img = _shade(ImageOps.expand(card, border=36, fill=(130, 215, 170)))
+    assert preprocess.card(np.asarray(img.convert("L"), dtype=np.float32) / 255.0) is not None
+    arrays = preprocess.line_arrays(img)
+    assert len(arrays) == 3
+    assert all(a.mean() < 0.5 for a in arrays)
+
+
+def test_faint_light_text_on_a_grey_card_in_a_lighter_surround_keeps_its_strokes():
+    # the surround is further from the card's grey than the text is: the text's contrast is
+    # measured on the card alone
+    img = _on_surround(_recolour(_line(), ink=(190,) * 3, paper=(160,) * 3), 250, pad=40)
+    a = _same_line(img)
+    assert a.mean() < 0.5 and a.max() > 0.8
