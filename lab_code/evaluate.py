@@ -26,6 +26,7 @@ from PIL import Image
 
 from lab_code import data, metrics, preprocess
 from lab_code.artifacts import model_version
+from lab_code.metrics import Reading, read_all  # noqa: F401 - part of this module's API
 from lab_code.recognizer import TextRecognizer
 
 # The committed real-world set (rebuilt by tools/realworld.py); present in a clone of the repo.
@@ -88,16 +89,6 @@ class Sample:
         return self.family == "paragraph" or "\n" in self.text
 
 
-@dataclass(frozen=True)
-class Reading:
-    """What a reader made of one sample: its text, the milliseconds it took, and the error it
-    raised (empty when none)."""
-
-    text: str
-    ms: float
-    error: str = ""
-
-
 Reader = Callable[[Image.Image, Sample], str]
 
 
@@ -109,25 +100,6 @@ def realworld_set(root: Path = REALWORLD_DIR) -> list[Sample]:
                                 "repository, or rebuild it with `python tools/realworld.py`.")
     records = json.loads(labels.read_text(encoding="utf-8"))
     return [Sample(Path(root) / r["file"], r["family"], r["text"]) for r in records]
-
-
-def read_all(reader: Reader, samples: Sequence[Sample], warmup: int = 3) -> list[Reading]:
-    """Run `reader` on every sample, one image at a time, timing each call; an exception is
-    recorded as an empty reading with its message, so one bad image does not end the run."""
-    loaded = [Image.open(s.path).convert("RGB") for s in samples]
-    for img, sample in list(zip(loaded, samples, strict=True))[:warmup]:
-        reader(img, sample)
-    out = []
-    for img, sample in zip(loaded, samples, strict=True):
-        start = time.perf_counter()
-        try:
-            text = reader(img, sample)
-        except Exception as err:  # the bar is "no image raises": count it, keep going
-            out.append(Reading("", (time.perf_counter() - start) * 1000,
-                               f"{type(err).__name__}: {err}"))
-            continue
-        out.append(Reading(text, (time.perf_counter() - start) * 1000))
-    return out
 
 
 def by_family(samples: Sequence[Sample], readings: Sequence[Reading]) -> dict[str, dict]:

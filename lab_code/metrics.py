@@ -1,8 +1,15 @@
-"""Character error rate (CER): edit distance between prediction and truth, per truth character."""
+"""Character error rate (CER): edit distance between prediction and truth, per truth character;
+and `read_all`, which times a reader on images one at a time (no torch: the Tesseract benchmark
+runs it in a process that must not load torch)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -24,3 +31,33 @@ def cer(predictions: Sequence[str], truths: Sequence[str]) -> float:
         raise ValueError("predictions and truths must have the same length")
     errors = sum(edit_distance(p, t) for p, t in zip(predictions, truths, strict=True))
     return errors / max(1, sum(len(t) for t in truths))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a reader made of one image: its text, the milliseconds it took, and the error it
+    raised (empty when none)."""
+
+    text: str
+    ms: float
+    error: str = ""
+
+
+def read_all(reader: Callable[[Image.Image, Any], str], items: Sequence[Any],
+             warmup: int = 3) -> list[Reading]:
+    """Run `reader(image, item)` on every item (anything with a `.path` to an image), one image
+    at a time, timing each call: images are decoded beforehand, and the first `warmup` items are
+    read once untimed. An exception is recorded as an empty reading with its message, so one bad
+    image does not end the run."""
+    loaded = [Image.open(item.path).convert("RGB") for item in items]
+    for img, item in list(zip(loaded, items, strict=True))[:warmup]:
+        reader(img, item)
+    out = []
+    for img, item in zip(loaded, items, strict=True):
+        start = time.perf_counter()
+        try:
+            text, error = reader(img, item), ""
+        except Exception as err:  # the bar is "no image raises": count it, keep going
+            text, error = "", f"{type(err).__name__}: {err}"
+        out.append(Reading(text, (time.perf_counter() - start) * 1000, error))
+    return out

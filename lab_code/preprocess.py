@@ -190,8 +190,9 @@ def ink_map(img: Image.Image) -> np.ndarray:
 
     The polarity comes from the background (the most common grey), not from a median threshold,
     so light text on a mid-grey or any dark-mode grey reads the same as dark text on white.
-    When the text sits on a card inside a surround (see `card`), the background and polarity
-    are the card's: the surround, whatever its colour, does not decide them."""
+    When the text sits on a card inside a surround (see `card`), the background, polarity and
+    contrast are the card's: the surround, whatever its colour, does not decide them. Uneven
+    light is levelled first (see `_plane`), so a shadow across the paper is not taken for ink."""
     gray = shrink(to_gray(img))
     arr = np.asarray(gray, dtype=np.float32) / 255.0
     inside = card(arr)

@@ -21,11 +21,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 from PIL import Image
+
+from lab_code import metrics
 
 INSTALL = "apt-get install -y tesseract-ocr tesseract-ocr-eng"
 PSM_BLOCK = 6  # a uniform block of text (paragraphs)
@@ -103,23 +106,12 @@ class Tesseract:
 
 
 def _bench(jobs: Sequence[tuple[str, int]], warmup: int, language: str) -> dict:
-    """Read every (image path, page segmentation mode) one image at a time, timing each call as
-    the recognizer is timed (images decoded beforehand, a few warm-up reads first); an exception
-    is recorded with its message, so one bad image does not end the run."""
-    images = [Image.open(path).convert("RGB") for path, _ in jobs]
+    """Read every (image path, page segmentation mode), timed exactly as the recognizer is
+    (metrics.read_all: one image at a time, decoded beforehand, a few warm-up reads first)."""
+    items = [SimpleNamespace(path=path, psm=psm) for path, psm in jobs]
     with Tesseract(language) as engine:
-        for image, (_, psm) in list(zip(images, jobs, strict=True))[:warmup]:
-            engine.read(image, psm)
-        readings = []
-        for image, (_, psm) in zip(images, jobs, strict=True):
-            start = time.perf_counter()
-            try:
-                text, error = engine.read(image, psm), ""
-            except Exception as err:  # count it, keep going
-                text, error = "", f"{type(err).__name__}: {err}"
-            readings.append({"text": text, "ms": (time.perf_counter() - start) * 1000,
-                             "error": error})
-        return {"version": engine.version, "readings": readings,
+        readings = metrics.read_all(lambda image, job: engine.read(image, job.psm), items, warmup)
+        return {"version": engine.version, "readings": [asdict(r) for r in readings],
                 "torch_loaded": "torch" in sys.modules}
 
 
