@@ -115,16 +115,27 @@ def _bench(jobs: Sequence[tuple[str, int]], warmup: int, language: str) -> dict:
                 "torch_loaded": "torch" in sys.modules}
 
 
+START_S, PER_IMAGE_S = 30.0, 2.0  # Tesseract takes ~20 ms a line here; a hung child is killed
+
+
 def read_apart(jobs: Sequence[tuple[str | Path, int]], warmup: int = 3,
                language: str = "eng") -> dict:
     """`_bench` in a fresh Python process that never loads torch, with OpenMP on one thread:
     {"version", "readings": [{"text", "ms", "error"}, ...], "torch_loaded"}. Raises
-    TesseractError, with the child's sentence, when libtesseract or the model is missing."""
+    TesseractError, with the child's sentence, when libtesseract or the model is missing, or
+    when the child runs past START_S + PER_IMAGE_S a read (it is killed then)."""
     request = {"jobs": [[str(path), psm] for path, psm in jobs], "warmup": warmup,
                "language": language}
-    done = subprocess.run([sys.executable, "-m", "lab_code.tesseract", "--bench"],
-                          input=json.dumps(request), capture_output=True, text=True,
-                          env={**os.environ, "OMP_THREAD_LIMIT": "1"}, check=False)
+    limit = START_S + PER_IMAGE_S * (len(request["jobs"]) + warmup)
+    try:
+        done = subprocess.run([sys.executable, "-m", "lab_code.tesseract", "--bench"],
+                              input=json.dumps(request), capture_output=True, text=True,
+                              env={**os.environ, "OMP_THREAD_LIMIT": "1"}, check=False,
+                              timeout=limit)
+    except subprocess.TimeoutExpired as err:
+        raise TesseractError(f"Tesseract took more than {limit:.0f} s on {len(jobs)} images "
+                             "and was stopped; check the machine's load, or read fewer "
+                             "images.") from err
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
         raise TesseractError(lines[-1].removeprefix("error: "))

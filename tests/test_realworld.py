@@ -212,6 +212,14 @@ def test_tesseract_apart_says_what_is_missing(engine, labels):
         tesseract.read_apart([(SET / labels[0]["file"], tesseract.PSM_LINE)], language="xx")
 
 
+def test_a_tesseract_child_that_runs_too_long_is_stopped_with_a_sentence(monkeypatch, labels):
+    monkeypatch.setattr(tesseract, "START_S", 0.05)  # Python alone takes longer to start
+    monkeypatch.setattr(tesseract, "PER_IMAGE_S", 0.0)
+    with pytest.raises(tesseract.TesseractError, match=r"took more than 0 s on 1 images and "
+                                                       r"was stopped; check the machine's load"):
+        tesseract.read_apart([(SET / labels[0]["file"], tesseract.PSM_LINE)], warmup=0)
+
+
 def test_tesseract_output_is_mapped_to_ascii():
     assert "\u201cdon\u2019t\u201d \u2014 \ufb01le".translate(tesseract.ASCII) == '"don\'t" - file'
 
