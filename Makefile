@@ -78,8 +78,9 @@ COLAB_HASH := $(shell { cat pyproject.toml; echo '$(COLAB_TORCH) $(COLAB_PINS)';
 COLAB_STAMP := $(COLAB_VENV)/.installed-$(COLAB_HASH)
 
 colab-setup: $(COLAB_STAMP) ## create the Colab-like venv (Python 3.13, IPython 7.34, torch 2.11)
-	@# a venv shared by several checkouts: point its lab_code at this one
-	$(COLAB_VENV)/bin/python -c "import lab_code, sys; \
+	@# a venv shared by several checkouts: point its lab_code at this one (-P: Python must not
+	@# find ./lab_code in the working folder, which would pass even when the install is stale)
+	$(COLAB_VENV)/bin/python -P -c "import lab_code, sys; \
 	    sys.exit(lab_code.__file__ != '$(abspath lab_code)/__init__.py')" 2>/dev/null || \
 	    $(COLAB_VENV)/bin/python -m pip install -q --no-deps -e .
 

@@ -67,6 +67,18 @@ def test_the_colab_venv_has_colab_versions():
         "delete it and run `make colab-setup`")
 
 
+def test_the_colab_venv_imports_this_checkouts_lab_code_from_anywhere(tmp_path):
+    """The notebooks run in notebooks/ and solutions/, where only the venv's install can find
+    lab_code: a venv shared by several clones must point at this one, wherever Python starts."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # conftest sets one
+    done = subprocess.run([str(colab_python()), "-c", "import lab_code; print(lab_code.__file__)"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    found = done.stdout.strip() or done.stderr.strip().splitlines()[-1]
+    assert found == str(ROOT / "lab_code" / "__init__.py"), (
+        f"{COLAB_VENV} imports lab_code as {found!r}, not from this checkout: "
+        "run `make colab-setup` here")
+
+
 def test_every_cell_compiles_under_colabs_ipython():
     done = compile_in_colab_venv()
     assert done.returncode == 0, (
