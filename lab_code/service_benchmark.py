@@ -167,6 +167,18 @@ def code_shown(path: str, root: Path, source: str) -> str:
         return f"{path} (not the {source} checkout!)"
 
 
+def read_in_process(src: Path | None, paths: list[Path], passes: int) -> dict[str, Any]:
+    """Read `paths` one image at a time, `passes` times, in a fresh process that imports the
+    lab_code of `src` (None: this checkout), on one torch thread: {"p50_ms", "mean_ms", "texts"
+    (one per image), "code" (the recognizer's file it imported)}."""
+    env = {**os.environ, "PYTHONPATH": str(src or ROOT)}
+    done = subprocess.run([sys.executable, "-c", END_TO_END,
+                           json.dumps([str(p) for p in paths]), str(passes)],
+                          capture_output=True, text=True, env=env, timeout=900,
+                          check=True, cwd=src or ROOT)  # `-c` looks in cwd first
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def end_to_end(sources: dict[str, Path | None], paths: list[Path], passes: int,
                rounds: int) -> dict[str, Any]:
     """One image at a time, image in and text out, in a fresh process per source and round
@@ -175,12 +187,7 @@ def end_to_end(sources: dict[str, Path | None], paths: list[Path], passes: int,
     texts: dict[str, list[str]] = {}
     for _ in range(rounds):
         for name, src in sources.items():
-            env = {**os.environ, "PYTHONPATH": str(src or ROOT)}
-            done = subprocess.run([sys.executable, "-c", END_TO_END,
-                                   json.dumps([str(p) for p in paths]), str(passes)],
-                                  capture_output=True, text=True, env=env, timeout=900,
-                                  check=True, cwd=src or ROOT)  # `-c` looks in cwd first
-            record = json.loads(done.stdout.strip().splitlines()[-1])
+            record = read_in_process(src, paths, passes)
             out[name]["p50_ms"].append(round(record["p50_ms"], 3))
             out[name]["mean_ms"].append(round(record["mean_ms"], 3))
             texts[name] = record["texts"]

@@ -386,6 +386,30 @@ def test_a_baseline_serves_its_own_code_with_this_checkouts_model(tmp_path):
     assert model_version(model) == model_version(bundled_model_path())
 
 
+@pytest.mark.slow
+def test_the_lines_the_baseline_reads_differently_it_reads_worse(tmp_path):
+    """Lesson 07 says the few lines the code before it reads differently, with today's weights,
+    are lesson 01's splitter at work, read worse by the old code: checked here on the same 120
+    screenshot lines the benchmark reads."""
+    from lab_code import metrics, service_benchmark
+
+    ref = json.loads(COMMITTED.read_text())["baseline"]
+    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{ref}^{{commit}}"],
+                      capture_output=True).returncode != 0:
+        pytest.skip(f"commit {ref} is not in this clone (a shallow clone?)")
+    truth = {s.path.name: s.text for s in evaluate.realworld_set() if s.family == "screenshot"}
+    paths = sorted((service_benchmark.REALWORLD / "screenshot").glob("*.png"))
+    now = service_benchmark.read_in_process(None, paths, passes=1)["texts"]
+    before = service_benchmark.read_in_process(
+        service_benchmark.extract_baseline(ref, tmp_path), paths, passes=1)["texts"]
+    differ = [i for i, (a, b) in enumerate(zip(now, before, strict=True)) if a != b]
+    assert len(differ) == json.loads(COMMITTED.read_text())["end_to_end"][
+        "images_read_differently"]
+    truths = [truth[paths[i].name] for i in differ]
+    assert metrics.cer([now[i] for i in differ], truths) < metrics.cer(
+        [before[i] for i in differ], truths)
+
+
 def test_the_committed_reference_run_is_complete_and_plots():
     from lab_code import service_benchmark
 
