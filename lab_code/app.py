@@ -85,8 +85,11 @@ class PredictorBackend:
         self._recognizer = None
         if url is None:
             from lab_code.recognizer import TextRecognizer  # torch loads only when needed
+            from lab_code.threads import serving_threads
 
-            self._recognizer = TextRecognizer(model_path)
+            # one torch thread per prediction, set on each of Gradio's worker threads that runs
+            # one (lab_code.threads: a thread count set on the main thread would not hold there)
+            self._recognizer = TextRecognizer(model_path, threads=serving_threads())
 
     def __repr__(self) -> str:
         return f"PredictorBackend(url={self.url!r})"

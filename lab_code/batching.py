@@ -52,6 +52,7 @@ from lab_code import serverless, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.ports import in_use_message, port_in_use
 from lab_code.recognizer import TextRecognizer, page_text
+from lab_code.threads import limit_children, serving_threads
 
 if TYPE_CHECKING:
     import litserve
@@ -133,7 +134,6 @@ def _api_class() -> type:
         the model together, answer each request with its own text."""
 
         def setup(self, device: str) -> None:
-            serverless.use_one_torch_thread()
             self.recognizer = serverless.load_recognizer()  # $MODEL_PATH, else the bundled one
             serverless.warm_up(self.recognizer)
             self.version = model_version(self.recognizer.model_path)
@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{serverless.MODEL_ENV} to a .pt TorchScript file.", file=sys.stderr)
         return 1
     os.environ[serverless.MODEL_ENV] = str(model_path)  # the spawned workers inherit it
+    limit_children(serving_threads())  # and load torch, OpenMP, OpenBLAS with one thread each
     server = build_server(args.max_batch_size, args.batch_timeout, args.workers)
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
     print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}{API_PATH} "

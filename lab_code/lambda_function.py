@@ -7,9 +7,15 @@ a cold start, which is meant for it, so warm requests reuse the loaded model. Ev
 
 from __future__ import annotations
 
-from lab_code import serverless
+from lab_code.threads import limit_children
 
-serverless.use_one_torch_thread()  # this module is the process's entry point, not a library
+# This module is the process's entry point, not a library: before torch and numpy load, one
+# thread each for OpenMP and OpenBLAS (unless the function's environment says otherwise). The
+# model runs on Mangum's helper thread, which load_recognizer's per-thread setting covers too.
+limit_children(1)
+
+from lab_code import serverless  # noqa: E402 - after the thread settings, on purpose
+
 RECOGNIZER = serverless.load_recognizer()  # $MODEL_PATH, else the bundled model
 serverless.warm_up(RECOGNIZER)
 app = serverless.create_app(RECOGNIZER)

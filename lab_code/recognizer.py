@@ -23,6 +23,7 @@ from PIL import Image
 
 from lab_code import images, preprocess, urlfetch
 from lab_code.artifacts import bundled_model_path, load_torchscript, optimize_for_cpu
+from lab_code.threads import PerThread
 
 MAX_BATCH = 64  # lines per forward pass
 # Batches are padded to a multiple of this many columns. Every new input shape costs the CPU
@@ -37,12 +38,17 @@ class TextRecognizer:
     `loaded` is the module as the file holds it (weights, `logits`, movable to a GPU); `model`
     is what runs: with `optimize` (the default) the same module frozen and rewritten for the
     CPU at load time (lab_code.artifacts.optimize_for_cpu), which gives the same text faster.
+    `threads`, when given, is the number of threads torch may use per model call, set on every
+    thread that calls the model (lab_code.threads says why a server needs that); None leaves
+    torch's setting alone.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None,
                  url_policy: urlfetch.UrlPolicy | None = None,
-                 limits: images.WorkLimits = images.LIMITS, optimize: bool = True) -> None:
+                 limits: images.WorkLimits = images.LIMITS, optimize: bool = True,
+                 threads: int | None = None) -> None:
         self.url_policy, self.limits = url_policy, limits
+        self.threads = PerThread(threads)
         self.model_path = Path(model_path) if model_path is not None else bundled_model_path()
         self.loaded = load_torchscript(self.model_path)
         height = int(getattr(self.loaded, "height", preprocess.HEIGHT))
@@ -61,6 +67,7 @@ class TextRecognizer:
     @torch.inference_mode()
     def predict_lines(self, lines: Sequence[np.ndarray]) -> list[str]:
         """Recognize preprocessed line arrays; similar widths are batched together."""
+        self.threads.ensure()
         order = sorted(range(len(lines)), key=lambda i: lines[i].shape[1])
         texts = [""] * len(lines)
         for start in range(0, len(order), MAX_BATCH):

@@ -45,6 +45,7 @@ from lab_code import images, preprocess, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.ports import in_use_message, port_in_use
 from lab_code.recognizer import TextRecognizer, page_text
+from lab_code.threads import limit_children, serving_threads
 
 MODEL_ENV = "MODEL_PATH"  # environment variable: a TorchScript file to serve instead of the bundled
 MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit (6 MB)
@@ -74,23 +75,13 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers
 
 
-def use_one_torch_thread() -> None:
-    """One thread for torch's operators unless OMP_NUM_THREADS says otherwise; called by the
-    entry points (the CLI, the Lambda module), never at import. This service reads one request at
-    a time on a vCPU or two; a small model gains little from splitting each operator across
-    threads, and threads that wait for each other spinning collapse (seconds per request) when the
-    CPU is shared or throttled: a busy machine, or Lambda below 1,769 MB (a fraction of a vCPU)."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
-        torch.set_num_threads(1)
-
-
 def load_recognizer(model_path: str | os.PathLike | None = None,
                     optimize: bool = True) -> TextRecognizer:
     """The recognizer to serve: `model_path`, else $MODEL_PATH, else the bundled model; frozen
-    for the CPU at load unless `optimize` is false."""
-    return TextRecognizer(model_path or os.environ.get(MODEL_ENV) or None, optimize=optimize)
+    for the CPU at load unless `optimize` is false. Each model call runs on one torch thread
+    (or $OMP_NUM_THREADS), on whichever thread calls it: lab_code.threads says why."""
+    return TextRecognizer(model_path or os.environ.get(MODEL_ENV) or None, optimize=optimize,
+                          threads=serving_threads())
 
 
 def warm_up(recognizer: TextRecognizer) -> None:
@@ -731,7 +722,6 @@ def default_workers() -> int:
 def app_from_environment() -> FastAPI:
     """The app that each of uvicorn's worker processes builds (uvicorn's `factory=True`): its
     settings come from $LAB_SERVICE_CONFIG, which `main` writes, and its model from $MODEL_PATH."""
-    use_one_torch_thread()
     config = json.loads(os.environ.get(CONFIG_ENV) or "{}")
     policy = urlfetch.UrlPolicy(allow_private=True if config.pop("allow_private", False) else None)
     optimize = bool(config.pop("optimize", True))
@@ -755,6 +745,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
+    # the worker processes load torch, OpenMP and OpenBLAS with one thread each (or what the
+    # environment already says); this process's own model thread is set by load_recognizer
+    limit_children(serving_threads())
     os.environ[MODEL_ENV] = str(model_path)
     os.environ[CONFIG_ENV] = json.dumps({
         "deadline_s": args.deadline, "max_waiting": args.max_waiting,

@@ -31,7 +31,7 @@ SIDE = {
     "images": PRODUCTION, "recognizer": PRODUCTION, "registry": PRODUCTION, "app": PRODUCTION,
     "serverless": PRODUCTION, "tunnel": PRODUCTION, "ports": PRODUCTION,
     "urlfetch": PRODUCTION, "lambda_function": PRODUCTION, "processes": PRODUCTION,
-    "batching": PRODUCTION,
+    "batching": PRODUCTION, "threads": PRODUCTION,
     # neutral: the contracts both sides import (pixels; file names, loader, hashing; devices)
     "preprocess": NEUTRAL, "artifacts": NEUTRAL, "devices": NEUTRAL,
     # training: makes the model and stages it

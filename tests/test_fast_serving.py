@@ -252,7 +252,6 @@ def test_serverless_cli_refuses_zero_workers_in_one_sentence():
 def test_worker_processes_build_their_app_from_the_settings_main_hands_them(monkeypatch):
     monkeypatch.setenv(serverless.CONFIG_ENV, json.dumps(
         {"deadline_s": 7.0, "max_waiting": 3, "cache_entries": 5, "allow_private": True}))
-    monkeypatch.setattr(serverless, "use_one_torch_thread", lambda: None)
     limits = serverless.app_from_environment().state.limits
     assert (limits.deadline_s, limits.max_waiting, limits.cache_entries) == (7.0, 3, 5)
     assert limits.url_policy.allow_private is True

@@ -1,0 +1,75 @@
+"""Threads for the model: the count a server asks for holds on the thread that runs the model.
+
+The trap (lab_code.threads): torch.set_num_threads on the main thread does not bind a worker
+thread, which then starts an OpenMP team of one thread per core in the frozen model's kernels.
+Each probe runs in a fresh interpreter, without the OMP_NUM_THREADS a shell may set, and counts
+the process's OS threads around one model call made on a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lab_code import threads
+
+PROBE = """
+import json, os, sys
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np, torch
+from lab_code.recognizer import TextRecognizer
+torch.set_num_threads(1)  # on the main thread only, as a server's entry point used to do
+recognizer = TextRecognizer(threads={threads})
+pool = ThreadPoolExecutor(max_workers=1)
+pool.submit(lambda: None).result()  # the pool's thread exists before counting
+before = len(os.listdir("/proc/self/task"))
+line = [np.random.default_rng(0).random((32, 256), dtype=np.float32)]
+pool.submit(recognizer.predict_lines, line).result()
+print(json.dumps({{"before": before, "after": len(os.listdir("/proc/self/task"))}}))
+"""
+
+needs_cores = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+    reason="an OpenMP team needs two cores to show, and /proc to count it (Linux)")
+
+
+def threads_started(count: int | None) -> int:
+    env = {k: v for k, v in os.environ.items() if k not in threads.THREAD_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", PROBE.format(threads=count)], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    return counts["after"] - counts["before"]
+
+
+@needs_cores
+def test_a_model_call_on_a_worker_thread_starts_no_openmp_team_when_given_one_thread():
+    assert threads_started(1) == 0
+
+
+@needs_cores
+def test_without_a_thread_count_the_worker_thread_starts_a_team_the_trap_the_fix_avoids():
+    # the property the fix depends on: if torch ever stops doing this, the fix may be dropped
+    assert threads_started(None) >= 1
+
+
+def test_serving_threads_reads_omp_num_threads_and_defaults_to_one(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads.serving_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.serving_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert threads.serving_threads() == 1
+
+
+def test_limit_children_sets_only_what_is_unset():
+    env = threads.limit_children(1, {"OMP_NUM_THREADS": "4"})
+    assert env == {"OMP_NUM_THREADS": "4", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def test_per_thread_refuses_zero():
+    with pytest.raises(ValueError, match="at least 1"):
+        threads.PerThread(0)
