@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 app: setup ## serve the Gradio UI with the bundled model on http://$(HOST):$(PORT)
-	$(BIN)/python -m lab_code.app --host $(HOST) --port $(PORT)
+	$(BIN)/python -m lab_code.serving app --host $(HOST) --port $(PORT)
 
 lab: setup ## open the lessons in JupyterLab
 	$(BIN)/jupyter lab notebooks/
@@ -58,8 +58,8 @@ WANDB_ENV = WANDB_DIR=$(RUN_DIR) WANDB_CACHE_DIR=$(RUN_DIR)/wandb-cache \
 
 model: setup fonts ## retrain on many fonts, stage with lineage and bundle it (~50 min on CPU)
 	mkdir -p $(RUN_DIR)
-	$(WANDB_ENV) $(BIN)/python -m lab_code.train --out $(RUN_DIR) --wandb offline
-	$(WANDB_ENV) $(BIN)/python -m lab_code.stage_model --checkpoint $(RUN_DIR)/checkpoint.pt \
+	$(WANDB_ENV) $(BIN)/python -m lab_code.training train --out $(RUN_DIR) --wandb offline
+	$(WANDB_ENV) $(BIN)/python -m lab_code.training stage_model --checkpoint $(RUN_DIR)/checkpoint.pt \
 	  --bundle --wandb offline
 
 # A Colab-like environment: Colab's Python, IPython, ipykernel, pytest, gradio and an older torch.

@@ -31,5 +31,5 @@ USER 10001
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=4)"]
-ENTRYPOINT ["python", "-m", "lab_code.app", "--host", "0.0.0.0"]
+ENTRYPOINT ["python", "-m", "lab_code.serving", "app", "--host", "0.0.0.0"]
 CMD ["--port", "7860"]

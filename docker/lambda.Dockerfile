@@ -14,6 +14,6 @@ RUN pip install --no-cache-dir -r "${LAMBDA_TASK_ROOT}/requirements.txt" --targe
 # The package itself (code and bundled model) last: it changes most often.
 COPY lab_code/ ${LAMBDA_TASK_ROOT}/lab_code/
 
-# Not a command: the runtime imports lab_code.lambda_function once (the init phase of a cold
+# Not a command: the runtime imports lab_code.serving.lambda_function once (the init phase of a cold
 # start: the model is loaded there) and then calls its `handler(event, context)` for every request.
-CMD ["lab_code.lambda_function.handler"]
+CMD ["lab_code.serving.lambda_function.handler"]

@@ -1,20 +1,29 @@
 """lab_code: a small text-line recognizer carried from training to a public URL.
 
-The package has two sides that meet only through files and three neutral modules:
+The folders are the sides, and the file list says which code runs in production:
 
-- training side: `data`, `fonts`, `model`, `train`, `evaluate`, `export`, `stage_model`
-  (writes the model registry);
-- production side: `images`, `recognizer`, `registry` (fetches a staged model, verified), `app`,
-  `serverless`, `tunnel`, `ports`, and lesson 07's `batching` (the recognizer behind LitServe,
-  which batches requests on the server);
-- neutral, imported by both: `preprocess` (the pixel contract), `artifacts` (file names, loader,
-  hashing, the registry layout, W&B settings), `devices` (which torch device).
+- the core, `lab_code/*.py`, is what production needs and training shares: `preprocess` (the
+  pixel contract), `images` (bytes, files and URLs to line arrays, within work limits),
+  `urlfetch` (the one URL policy), `recognizer` (loads a compiled file and reads text),
+  `artifacts` (file names, loading, hashing, the registry layout), `registry` (fetch a staged
+  model, verified), `threads`, `timings`, `devices`, and `commands` (the `python -m` entry);
+- `serving/` runs in production: the HTTP backend (`serverless`, with one room per idea beside
+  it: `limits`, `schemas`, `errors`, `cache`, `worker`, `guard`, `logs`, `runner`), its Lambda
+  entry (`lambda_function`, `lambda_adapter`), the Gradio UI (`app`), the ngrok `tunnel`,
+  LitServe's batching variant (`batching`), and the helpers that start servers (`ports`,
+  `processes`);
+- `training/` makes the model: `charset`, `data`, `fonts`, `model`, `train`, `export`,
+  `stage_model`, `evaluate`, `metrics`, and the Tesseract benchmark (`tesseract`);
+- `measuring/` observes and never serves: `profiling` and `traces` (lesson 02), `environment`
+  (lesson 00), `cpu_compile` with `runtimes` and `flops`, `loadgen`, `stages`,
+  `service_benchmark` and `costs` (lesson 07);
+- `dockerfile/` explains and lints the course's Dockerfiles (lesson 06).
 
-The production side never imports the training side: a compiled model runs without the code that
-defined it (tests/test_boundary.py proves it for every production module). Tools around both:
-`metrics`, `profiling`, `costs`, `environment`, `docker_engine`, the `dockerfile` package, and
-lesson 07's `loadgen` (a load generator for the HTTP service), `stages` (where a request's time
-goes), `cpu_compile` (runtimes for the CPU side by side) and `service_benchmark`.
+The core and `serving/` never import `training/` or `measuring/`: a compiled model runs without
+the code that defined it (tests/test_boundary.py proves it for every module, by its folder).
+
+Commands: `python -m lab_code.recognizer IMAGE`, and `python -m lab_code.<side> COMMAND` for the
+sides (`python -m lab_code.serving` lists its commands; `... serving app --help` shows one's).
 """
 
 __version__ = "0.1.0"

@@ -2,8 +2,8 @@
 package bundles it, how a TorchScript file is loaded, how a file's content is hashed and checked,
 and the layout of the model registry (folders, aliases.json, manifest.json) with W&B's settings.
 
-Training writes these files (lab_code.stage_model) and serving reads them (lab_code.registry);
-neither side owns this module.
+Training writes these files (lab_code.training.stage_model) and serving reads them
+(lab_code.registry); neither side owns this module.
 """
 
 from __future__ import annotations

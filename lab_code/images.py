@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import io
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lab_code import preprocess
+from lab_code import preprocess, urlfetch
+from lab_code.timings import stage
+from lab_code.urlfetch import shown
 
 MAX_PIXELS = 25_000_000  # refuse to decode anything larger: a 6000 x 4000 phone photo still fits
 
@@ -82,8 +85,6 @@ def open_image_bytes(data: bytes, name: str = "the input",
 def fetch_url(url: str, policy=None) -> bytes:
     """Download an image URL under lab_code.urlfetch's policy (no internal addresses unless
     opted in, redirects re-checked, a total deadline and a byte cap)."""
-    from lab_code import urlfetch
-
     try:
         return urlfetch.fetch(url, policy)
     except urlfetch.UrlError as err:
@@ -98,8 +99,6 @@ def load_image(source: Image.Image | str | os.PathLike, url_policy=None,
         return source
     text = os.fspath(source)
     if "://" in text[:12]:
-        from lab_code.urlfetch import shown
-
         name = shown(text)
         return open_image_bytes(fetch_url(text, url_policy), name=name, limits=limits)
     path = Path(text)
@@ -108,6 +107,25 @@ def load_image(source: Image.Image | str | os.PathLike, url_policy=None,
     if path.is_dir():
         raise ImageInputError(f"{path} is a folder, not an image file.")
     return open_image_bytes(path.read_bytes(), name=str(path), limits=limits)
+
+
+def lines_from(source: bytes | str, *, name: str | None = None, limits: WorkLimits = LIMITS,
+               url_policy=None, gate: AbstractContextManager | None = None,
+               timings: dict[str, float] | None = None) -> list[np.ndarray]:
+    """The line arrays of an image given as bytes or as an http(s) URL: fetched under the URL
+    policy (time "read" in `timings`), decoded ("decode") and split into lines ("lines"), every
+    step within `limits`; ImageInputError (with its HTTP status) and one sentence otherwise.
+    `gate` is held while decoding and splitting (a server bounds how many images it decodes at
+    once: each can take hundreds of MB); `name` names the input in messages."""
+    if isinstance(source, str):
+        name = name or shown(source)
+        with stage(timings, "read"):
+            source = fetch_url(source, url_policy)
+    with gate or nullcontext():
+        with stage(timings, "decode"):
+            img = open_image_bytes(source, name=name or "the input", limits=limits)
+        with stage(timings, "lines"):
+            return page_lines(img, limits)
 
 
 def _row_bands(ink: np.ndarray) -> int:

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,18 +64,10 @@ class TextRecognizer:
                 warnings.warn(f"{self.model_path} runs unoptimized: freezing it failed "
                               f"({str(err).splitlines()[0]}).", RuntimeWarning, stacklevel=2)
 
-    @torch.inference_mode()
     def predict_lines(self, lines: Sequence[np.ndarray]) -> list[str]:
         """Recognize preprocessed line arrays; similar widths are batched together."""
         self.threads.ensure()
-        order = sorted(range(len(lines)), key=lambda i: lines[i].shape[1])
-        texts = [""] * len(lines)
-        for start in range(0, len(order), MAX_BATCH):
-            chunk = order[start : start + MAX_BATCH]
-            texts_chunk = self.model(preprocess.batch([lines[i] for i in chunk], self.width_step))
-            for i, text in zip(chunk, texts_chunk, strict=True):
-                texts[i] = text
-        return texts
+        return read_lines(self.model, lines, self.width_step)
 
     def predict(self, image: Image.Image | str | os.PathLike) -> str:
         """Text of one image (PIL image, path or http(s) URL); several lines come back joined by
@@ -97,6 +89,21 @@ class TextRecognizer:
             out.append(page_text(flat[at : at + len(lines)]))
             at += len(lines)
         return out
+
+
+@torch.inference_mode()
+def read_lines(model: Callable[[torch.Tensor], list[str]], lines: Sequence[np.ndarray],
+               width_step: int = 1) -> list[str]:
+    """Each line's text from `model` (a batch tensor in, one string per row out): lines of
+    similar width share a batch of at most MAX_BATCH, padded to a multiple of `width_step`."""
+    order = sorted(range(len(lines)), key=lambda i: lines[i].shape[1])
+    texts = [""] * len(lines)
+    for start in range(0, len(order), MAX_BATCH):
+        chunk = order[start : start + MAX_BATCH]
+        texts_chunk = model(preprocess.batch([lines[i] for i in chunk], width_step))
+        for i, text in zip(chunk, texts_chunk, strict=True):
+            texts[i] = text
+    return texts
 
 
 def page_text(readings: Sequence[str]) -> str:

@@ -1,6 +1,6 @@
 """Fetch a staged model for serving: by name and alias, from W&B when online, else from the local
 registry, and only after its sha256 matches its manifest. The production side of the registry
-(lab_code.stage_model writes it); it never imports the training code.
+(lab_code.training.stage_model writes it); it never imports the training code.
 
     python -m lab_code.registry --name text-recognizer --alias latest --out model.pt
 """
@@ -41,7 +41,7 @@ def fetch(name: str = DEFAULT_MODEL_NAME, alias: str = "latest",
     if alias not in aliases:
         known = ", ".join(sorted(aliases)) or "none"
         raise RegistryError(f"No model {name}:{alias} in the registry at {registry} (aliases: "
-                            f"{known}); stage one with `python -m lab_code.stage_model "
+                            f"{known}); stage one with `python -m lab_code.training stage_model "
                             "--checkpoint CKPT`.")
     folder = model_folder(registry, name) / aliases[alias]
     manifest = json.loads((folder / MANIFEST_FILE).read_text())

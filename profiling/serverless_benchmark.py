@@ -1,6 +1,6 @@
 """What does serving over HTTP cost? Times the same image three ways: `predict` in this process,
 the Lambda `handler` in this process (FastAPI + Mangum, no network), and an HTTP round trip to the
-local service (`python -m lab_code.serverless`), then writes p50/p95 latencies as JSON.
+local service (`python -m lab_code.serving serverless`), then writes p50/p95 latencies as JSON.
 
     python profiling/serverless_benchmark.py                      # 50 requests each
     python profiling/serverless_benchmark.py --requests 200 --url http://127.0.0.1:8000/
@@ -62,21 +62,21 @@ def summary(ms: list[float]) -> dict[str, float]:
 
 
 def run(image: Path, n: int, warmup: int, url: str | None) -> dict:
-    from lab_code import lambda_function as lam  # loads the model once, like a cold start
-    from lab_code import serverless
     from lab_code.images import load_image
-    from lab_code.ports import free_port
-    from lab_code.processes import start_background, stop_background
+    from lab_code.serving import lambda_function as lam  # loads the model once, like a cold start
+    from lab_code.serving.lambda_adapter import direct_event
+    from lab_code.serving.ports import free_port
+    from lab_code.serving.processes import start_background, stop_background
 
     img = load_image(image)
     payload = {"image": base64.b64encode(image.read_bytes()).decode()}
-    event = serverless.direct_event(payload)
+    event = direct_event(payload)
     proc = None
     if url is None:
         port = free_port()
         log = Path(tempfile.gettempdir()) / "serverless_benchmark.log"
         url = f"http://127.0.0.1:{port}/"
-        proc = start_background(["lab_code.serverless", "--port", str(port)],
+        proc = start_background(["lab_code.serving", "serverless", "--port", str(port)],
                                 url + "health", log)
     server_ms: list[float] = []
     try:

@@ -1,7 +1,7 @@
 # %% [context]
 import torch
 
-from lab_code import data, metrics
+from lab_code.training import data, metrics
 from lab_code.recognizer import TextRecognizer
 
 recognizer = TextRecognizer()

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import torch
 
-from lab_code import artifacts, data, export, preprocess, stage_model
-from lab_code.train import load_checkpoint
+from lab_code import artifacts, preprocess
+from lab_code.training import data, export, stage_model
+from lab_code.training.train import load_checkpoint
 
 model, _ = load_checkpoint(Path("..") / "models" / "text_recognizer_checkpoint.pt")
 scripted = export.script(model)

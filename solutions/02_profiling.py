@@ -3,7 +3,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from lab_code import devices, profiling
+from lab_code import devices
+from lab_code.measuring import profiling
 
 REFERENCE = Path("..") / "profiling" / "results"  # committed reference results (2-core CPU)
 reference = json.loads((REFERENCE / "sweep" / "summary.json").read_text())

@@ -8,7 +8,7 @@ import gradio as gr
 import requests
 from gradio_client import Client, handle_file
 
-from lab_code import app
+from lab_code.serving import app
 from lab_code.recognizer import TextRecognizer
 
 recognizer = TextRecognizer()

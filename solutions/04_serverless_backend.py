@@ -13,9 +13,9 @@ import requests
 from PIL import Image
 
 import lab_code
-from lab_code import lambda_function  # the Lambda entry module: loads the model once
-from lab_code.ports import free_port
-from lab_code.processes import start_background, stop_background
+from lab_code.serving import lambda_function  # the Lambda entry module: loads the model once
+from lab_code.serving.ports import free_port
+from lab_code.serving.processes import start_background, stop_background
 
 ROOT = Path(lab_code.__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "lambda"
@@ -26,7 +26,7 @@ image_b64 = json.loads(template["body"])["image"]
 PORT = free_port()
 URL = f"http://127.0.0.1:{PORT}/"
 logs = Path(tempfile.mkdtemp(prefix="lesson04-solutions-"))
-service = start_background(["lab_code.serverless", "--port", str(PORT)], URL + "health",
+service = start_background(["lab_code.serving", "serverless", "--port", str(PORT)], URL + "health",
                            logs / "service.log")
 atexit.register(stop_background, service)
 print("service at", URL)
@@ -84,7 +84,7 @@ for url, path in [(URL, ROOT / "lab_code" / "assets" / "words.txt"),
     except RuntimeError as err:
         print("RuntimeError:", err)
 # A client passes on the server's sentence for a 4xx (the caller can fix the request) and says
-# plainly when the server cannot be reached. PredictorBackend._post in lab_code/app.py does the
+# plainly when the server cannot be reached. PredictorBackend._post in lab_code/serving/app.py does the
 # same, plus a timeout message.
 
 # %% [exercise 3]

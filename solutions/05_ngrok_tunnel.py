@@ -7,7 +7,7 @@ import requests
 
 from pyngrok import conf, process
 
-from lab_code import app, ports, tunnel
+from lab_code.serving import app, ports, tunnel
 
 
 def own_address():

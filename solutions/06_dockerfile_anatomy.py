@@ -15,7 +15,7 @@ WORKDIR /app
 COPY . .
 RUN pip install --no-cache-dir -r docker/requirements-frontend.txt
 EXPOSE 7860
-CMD ["python", "-m", "lab_code.app", "--host", "0.0.0.0"]
+CMD ["python", "-m", "lab_code.serving", "app", "--host", "0.0.0.0"]
 """
 
 # %% [exercise 1]
@@ -28,10 +28,10 @@ COPY docker/requirements-frontend.txt requirements.txt
 RUN pip install --no-cache-dir -r requirements.txt
 COPY lab_code/ lab_code/
 EXPOSE 7860
-CMD ["python", "-m", "lab_code.app", "--host", "0.0.0.0"]
+CMD ["python", "-m", "lab_code.serving", "app", "--host", "0.0.0.0"]
 """
-bad_plan = dockerfile.rebuild_plan(dockerfile.parse_dockerfile(BAD), ["lab_code/app.py"])
-good_plan = dockerfile.rebuild_plan(dockerfile.parse_dockerfile(GOOD), ["lab_code/app.py"])
+bad_plan = dockerfile.rebuild_plan(dockerfile.parse_dockerfile(BAD), ["lab_code/serving/app.py"])
+good_plan = dockerfile.rebuild_plan(dockerfile.parse_dockerfile(GOOD), ["lab_code/serving/app.py"])
 print("BAD :", bad_plan.summary())
 print("GOOD:", good_plan.summary())
 assert len(good_plan.rebuilt_layers) < len(bad_plan.rebuilt_layers)
@@ -83,7 +83,7 @@ assert context == ["README.md", "app/main.py", "app/settings.json", "deploy/publ
 demo_dir.cleanup()
 
 # %% [exercise 4]
-TEAMMATE = "FROM python:3.12-slim\nCMD python -m lab_code.app --host 0.0.0.0\n"
+TEAMMATE = "FROM python:3.12-slim\nCMD python -m lab_code.serving app --host 0.0.0.0\n"
 url_args = ["--backend-url", "https://abc123.lambda-url.us-east-1.on.aws/"]
 teammate = dockerfile.parse_dockerfile(TEAMMATE)
 print(dockerfile.container_command(teammate, url_args))
@@ -92,11 +92,11 @@ print(dockerfile.container_command(teammate, url_args))
 # pass docker stop's SIGTERM to python, so Docker kills the app after 10 seconds.
 FIXED = """\
 FROM python:3.12-slim
-ENTRYPOINT ["python", "-m", "lab_code.app", "--host", "0.0.0.0"]
+ENTRYPOINT ["python", "-m", "lab_code.serving", "app", "--host", "0.0.0.0"]
 CMD ["--port", "7860"]
 """
 fixed = dockerfile.parse_dockerfile(FIXED)
 print(dockerfile.container_command(fixed))
 print(dockerfile.container_command(fixed, url_args))
 assert dockerfile.container_command(fixed, url_args) == [
-    "python", "-m", "lab_code.app", "--host", "0.0.0.0", *url_args]
+    "python", "-m", "lab_code.serving", "app", "--host", "0.0.0.0", *url_args]

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 import lab_code
-from lab_code import costs, loadgen, preprocess, stages
-from lab_code.ports import free_port
-from lab_code.processes import start_background, stop_background
+from lab_code.measuring import costs, loadgen, stages
+from lab_code import preprocess
+from lab_code.serving.ports import free_port
+from lab_code.serving.processes import start_background, stop_background
 from lab_code.recognizer import TextRecognizer
 
 ROOT = Path(lab_code.__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def stage_that_grows(clients=32, seconds=3.0):
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     log = Path(tempfile.mkdtemp(prefix="lesson07-ex1-")) / "service.log"
-    service = start_background(["lab_code.serverless", "--port", str(port), "--workers", "1"],
+    service = start_background(["lab_code.serving", "serverless", "--port", str(port), "--workers", "1"],
                                url + "health", log)
     try:
         bodies = loadgen.realworld_bodies(family="screenshot")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab_code import ports
+from lab_code.serving import ports
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_LIMIT_S = 120.0  # every notebook must run within this on a 2-core CPU

@@ -22,8 +22,9 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from stand_ins import serve_http
 
-from lab_code import app, images, ports, preprocess
+from lab_code import images, preprocess
 from lab_code.recognizer import TextRecognizer
+from lab_code.serving import app, ports
 
 
 def _port() -> int:
@@ -128,7 +129,7 @@ def test_gradio_client_matches_recognizer(client, recognizer, name):
 
 
 def test_raw_http_two_steps_matches_recognizer(served, recognizer, caplog):
-    caplog.set_level(logging.INFO, logger="lab_code.app")
+    caplog.set_level(logging.INFO, logger="lab_code.serving.app")
     path = app.example_paths()[0]
     event, data = call_http(served, data_url(path.read_bytes()))
     assert event == "complete"
@@ -209,10 +210,11 @@ def test_unreadable_upload_through_gradio_client(client, tmp_path):
 
 def test_cli_help_lists_the_flags(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        app.main(["--help"])  # the tunnel tests run `python -m lab_code.app` as a real process
+        # the tunnel tests run `python -m lab_code.serving app` as a real process
+        app.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m lab_code.app")
+    assert out.startswith("usage: python -m lab_code.serving app")
     for flag in ("--host", "--port", "--backend-url", "--share", "--tunnel", "--auth", "--no-auth"):
         assert flag in out
 

@@ -1,7 +1,8 @@
-"""LitServe with server-side batching (lab_code.batching): its hooks in process (one model call
-per batch, each text back to its own request, a bad request answered alone), the command line,
-and `python -m lab_code.batching` over real HTTP: the recognizer's text, concurrent requests
-batched and unbatched in order, the service's errors, and a stop that leaves nothing behind."""
+"""LitServe with server-side batching (lab_code.serving.batching): its hooks in process (one model
+call per batch, each text back to its own request, a bad request answered alone), the command
+line, and `python -m lab_code.serving batching` over real HTTP: the recognizer's text, concurrent
+requests batched and unbatched in order, the service's errors, and a stop that leaves nothing
+behind."""
 
 from __future__ import annotations
 
@@ -21,11 +22,14 @@ import numpy as np
 import pytest
 import requests
 
-from lab_code import batching, serverless
 from lab_code.artifacts import bundled_model_path, model_version
-from lab_code.ports import free_port, port_in_use
-from lab_code.processes import start_background, stop_background
 from lab_code.recognizer import TextRecognizer
+from lab_code.serving import batching, serverless
+from lab_code.serving.errors import ApiError
+from lab_code.serving.limits import MAX_BODY_BYTES, ServiceLimits
+from lab_code.serving.ports import free_port, port_in_use
+from lab_code.serving.processes import start_background, stop_background
+from lab_code.serving.schemas import PredictRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "lab_code" / "assets" / "examples"
@@ -44,9 +48,10 @@ def screenshots(n: int) -> list[Path]:
 
 
 def service_refusal(body: dict) -> tuple[int, str]:
-    """The status and sentence lab_code.serverless answers this request body with."""
-    with pytest.raises(serverless.ApiError) as refused:
-        serverless.request_lines(serverless.PredictRequest(**body), serverless.ServiceLimits())
+    """The status and sentence lab_code.serving.serverless answers this request body with."""
+    with pytest.raises(ApiError) as refused:
+        source, name = serverless.request_source(PredictRequest(**body))
+        serverless.request_lines(source, name, ServiceLimits())
     return refused.value.status, refused.value.message
 
 
@@ -90,14 +95,14 @@ class CountingModel:
 
 def stand_in_api(max_batch_size: int):
     api = batching.make_api(max_batch_size=max_batch_size, batch_timeout=0.01)
-    api.recognizer, api.version, api.limits = CountingModel(), "v1", serverless.ServiceLimits()
+    api.recognizer, api.version, api.limits = CountingModel(), "v1", ServiceLimits()
     return api
 
 
 def run_hooks(api, bodies: list[dict]) -> list:
     """What LitServe's batched loop does with one batch: decode each, batch, predict, unbatch,
     encode each."""
-    jobs = [api.decode_request(serverless.PredictRequest(**body)) for body in bodies]
+    jobs = [api.decode_request(PredictRequest(**body)) for body in bodies]
     return [api.encode_response(out) for out in api.unbatch(api.predict(api.batch(jobs)))]
 
 
@@ -110,7 +115,7 @@ def test_one_model_call_per_batch_and_each_text_back_to_its_request():
     alone = stand_in_api(max_batch_size=1)
     for body, got in zip(bodies, answers, strict=True):
         want = alone.encode_response(alone.predict(alone.decode_request(
-            serverless.PredictRequest(**body))))
+            PredictRequest(**body))))
         assert json.loads(got.body) == json.loads(want.body) and got.status_code == want.status_code
     texts = [json.loads(a.body).get("text") for a in answers[:2] + answers[3:]]
     assert len(set(texts)) == 3 and texts[0].count("\n") == 2  # distinct: a swap would show
@@ -134,14 +139,15 @@ def test_help_shows_the_flags(capsys):
         batching.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "python -m lab_code.batching" in out and "/predict" in out
+    assert "python -m lab_code.serving batching" in out and "/predict" in out
     for flag in ("--host", "--port", "--max-batch-size", "--batch-timeout", "--workers"):
         assert flag in out
     assert serverless.MODEL_ENV in out and "pip install litserve" in out
 
 
 def test_the_help_runs_as_a_module():
-    done = subprocess.run([sys.executable, "-m", "lab_code.batching", "--help"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "lab_code.serving", "batching", "--help"],
+                          cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--max-batch-size" in done.stdout
 
@@ -182,7 +188,8 @@ def test_settings_litserve_refuses_are_one_sentence_and_exit_2(argv, capsys):
     assert one_error_line(capsys.readouterr().err)
 
 
-# --- over real HTTP: python -m lab_code.batching ----------------------------------------------
+# --- over real HTTP: python -m lab_code.serving batching
+# ----------------------------------------------
 def family(pid: int) -> list[int]:
     """Every process below `pid` (Linux: /proc/PID/task/TID/children)."""
     found, todo = [], [pid]
@@ -235,7 +242,8 @@ def server(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("batching") / "server.log"
     url = f"http://127.0.0.1:{port}"
-    proc = start_background(["lab_code.batching", "--port", str(port), "--max-batch-size", "8",
+    proc = start_background(["lab_code.serving", "batching", "--port", str(port),
+                             "--max-batch-size", "8",
                              "--batch-timeout", "0.2"], url + "/health", log)
     try:
         yield SimpleNamespace(url=url, predict=url + batching.API_PATH, log=log)
@@ -320,7 +328,7 @@ BAD_REQUESTS = [
     ("get", "GET", "/predict", "", None, 405, "GET is not allowed on /predict: use POST"),
     ("post-to-root", "POST", "/", {"image": "x"}, None, 405, "POST your JSON to /predict"),
     ("other-path", "POST", "/other", {"image": "x"}, None, 404, "Nothing at /other"),
-    ("over-6-mb", "POST", "/predict", "x" * (serverless.MAX_BODY_BYTES + 10), "application/json",
+    ("over-6-mb", "POST", "/predict", "x" * (MAX_BODY_BYTES + 10), "application/json",
      413, "6 MB"),
 ]
 
@@ -345,7 +353,8 @@ def test_the_documented_command_serves_then_stops_leaving_nothing_behind(tmp_pat
     monkeypatch.chdir(tmp_path)  # LitServe would write a client.py here unless told not to
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_background(["lab_code.batching", "--host", "127.0.0.1", "--port", str(port),
+    proc = start_background(["lab_code.serving", "batching", "--host", "127.0.0.1", "--port",
+                             str(port),
                              "--max-batch-size", "16", "--batch-timeout", "0.005", "--workers",
                              "1"], url + "/health", tmp_path / "server.log")
     try:
@@ -368,7 +377,8 @@ def test_the_documented_command_serves_then_stops_leaving_nothing_behind(tmp_pat
 def test_a_stop_while_the_model_loads_leaves_nothing_behind(tmp_path):
     port = free_port()
     with open(tmp_path / "server.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "lab_code.batching", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "lab_code.serving", "batching", "--port",
+                                 str(port)],
                                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
@@ -393,7 +403,8 @@ def test_with_batching_off_every_request_still_gets_its_own_text(tmp_path, recog
     with one request and never calls batch or unbatch."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_background(["lab_code.batching", "--port", str(port), "--max-batch-size", "1"],
+    proc = start_background(["lab_code.serving", "batching", "--port", str(port),
+                             "--max-batch-size", "1"],
                             url + "/health", tmp_path / "server.log")
     try:
         paths = screenshots(4)

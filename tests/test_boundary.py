@@ -1,12 +1,15 @@
 """The package's one-way flow, proved for every module: training -> files -> production.
 
-Each module is imported in a fresh interpreter. A production module (and a neutral one, which
-both sides import) must load no training module and no matplotlib, and must leave every
-process-wide setting as it found it: environment variables, torch's thread counts, logger levels
-and handlers, signal handlers, warnings filters. A training module must load no production module
-(only the neutral ones, which hold the contracts both sides share).
+A module's side is its folder: `lab_code/training/`, `lab_code/serving/`, `lab_code/measuring/`
+and `lab_code/dockerfile/`, or the core (`lab_code/*.py`: the pixel contract, artifacts, images,
+URL policy, the recognizer), which production needs and training shares. Each module is imported
+in a fresh interpreter. A core or serving module must load no training or measuring module and no
+matplotlib, and must leave every process-wide setting as it found it: environment variables,
+torch's thread counts, logger levels and handlers, signal handlers, warnings filters. A training
+module must load no serving or measuring module (only the core, which holds the contracts both
+sides share). Measuring and the Dockerfile explainer look at both sides: no rule.
 
-To add a module, give it a side in SIDE; test_every_module_has_a_side fails until you do.
+A new module gets its side from the folder it is put in; a new folder must be added to SIDES.
 """
 
 from __future__ import annotations
@@ -25,46 +28,47 @@ import lab_code
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "lab_code" / "assets" / "examples" / "line_sans.png"
 
-PRODUCTION, NEUTRAL, TRAINING, TOOL = "production", "neutral", "training", "tool"
-SIDE = {
-    # production: serves a compiled model and never needs the code that defined it
-    "images": PRODUCTION, "recognizer": PRODUCTION, "registry": PRODUCTION, "app": PRODUCTION,
-    "serverless": PRODUCTION, "tunnel": PRODUCTION, "ports": PRODUCTION,
-    "urlfetch": PRODUCTION, "lambda_function": PRODUCTION, "processes": PRODUCTION,
-    "batching": PRODUCTION, "threads": PRODUCTION,
-    # neutral: the contracts both sides import (pixels; file names, loader, hashing; devices)
-    "preprocess": NEUTRAL, "artifacts": NEUTRAL, "devices": NEUTRAL,
-    # training: makes the model and stages it
-    "data": TRAINING, "fonts": TRAINING, "model": TRAINING, "train": TRAINING,
-    "export": TRAINING, "stage_model": TRAINING, "metrics": TRAINING,
-    # tools that look at both sides (measure, judge, explain, check the machine): no rule here
-    "evaluate": TOOL, "profiling": TOOL, "environment": TOOL, "docker_engine": TOOL,
-    "dockerfile": TOOL, "tesseract": TOOL, "service_benchmark": TOOL, "stages": TOOL,
-    "loadgen": TOOL, "costs": TOOL, "cpu_compile": TOOL,
-}
+CORE, SERVING, TRAINING = "core", "serving", "training"
+MEASURING, DOCKER = "measuring", "dockerfile"
+SIDES = (SERVING, TRAINING, MEASURING, DOCKER)  # lab_code's subpackages, one per side
+# what each side must never load (its own folder's and the core's modules are always fine)
+FORBIDDEN = {CORE: (SERVING, TRAINING, MEASURING), SERVING: (TRAINING, MEASURING),
+             TRAINING: (SERVING, MEASURING)}
 # What a module must do after its import, where importing alone would prove too little.
 USE = {"recognizer": f"module.TextRecognizer().predict({str(EXAMPLE)!r})"}
 # Modules that break the rule today, each with what it changes; fixing one makes its xfail an
 # XPASS, which fails the suite (strict): then delete its line here.
 KNOWN = {
-    "app": "sets GRADIO_ANALYTICS_ENABLED at import; and importing gradio sets the "
-           "huggingface_hub logger's level (import gradio where the UI is built)",
+    "serving.app": "sets GRADIO_ANALYTICS_ENABLED at import; and importing gradio sets the "
+                   "huggingface_hub logger's level (import gradio where the UI is built)",
 }
 # Entry points whose import *is* the process set-up: Lambda's init phase imports this module to
-# load the model and choose torch's threads once per cold start. They still load no training code.
-ENTRY_POINTS = {"lambda_function"}
+# load the model and choose the threads once per cold start. They still load no training code.
+ENTRY_POINTS = {"serving.lambda_function"}
 # Variables that the suite sets (tests/conftest.py) and modules have been seen to setdefault at
 # import: the probe starts without them, so that such a setdefault shows.
 UNSET = ("GRADIO_ANALYTICS_ENABLED", "KINETO_LOG_LEVEL", "OMP_NUM_THREADS")
 
 
-def present() -> list[str]:
-    """The lab_code modules (and subpackages) in this checkout."""
-    return sorted(m.name for m in pkgutil.iter_modules(lab_code.__path__))
+def present() -> dict[str, str]:
+    """Every module of this checkout's lab_code (dotted below lab_code) -> its side; a
+    subpackage's `__main__` (which runs a command when imported) is left out."""
+    found = {}
+    for info in pkgutil.walk_packages(lab_code.__path__, "lab_code."):
+        name = info.name.removeprefix("lab_code.")
+        parts = name.split(".")
+        if info.ispkg or parts[-1] == "__main__":
+            continue
+        found[name] = parts[0] if len(parts) > 1 else CORE
+    return dict(sorted(found.items()))
+
+
+def folders() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(lab_code.__path__) if m.ispkg)
 
 
 def of_side(*sides: str) -> list[str]:
-    return [m for m in present() if SIDE.get(m) in sides]
+    return [m for m, side in present().items() if side in sides]
 
 
 PROBE = """
@@ -125,26 +129,41 @@ def marked(modules: list[str]) -> list:
             if m in KNOWN else m for m in modules]
 
 
-@pytest.mark.parametrize("module", marked(of_side(PRODUCTION, NEUTRAL)))
+def forbidden_loaded(module: str, loaded: list[str]) -> list[str]:
+    """The lab_code modules in `loaded` that `module`'s side must never load."""
+    banned = FORBIDDEN[present()[module]]
+    return sorted(m for m in loaded if m.startswith("lab_code.")
+                  and m.split(".")[1] in banned)
+
+
+@pytest.mark.parametrize("module", marked(of_side(CORE, SERVING)))
 def test_a_production_module_loads_no_training_code_and_changes_nothing(module):
     found = probe(module)
-    training = {f"lab_code.{m}" for m, side in SIDE.items() if side == TRAINING}
-    loaded = sorted(m for m in found["loaded"]
-                    if m in training or m == "matplotlib" or m.startswith("matplotlib."))
+    loaded = forbidden_loaded(module, found["loaded"])
+    loaded += [m for m in found["loaded"] if m == "matplotlib" or m.startswith("matplotlib.")]
     assert not loaded, f"importing lab_code.{module} loads {loaded[:6]}"
     if module not in ENTRY_POINTS:
         assert not found["changed"], f"importing lab_code.{module} changes {found['changed']}"
 
 
 @pytest.mark.parametrize("module", marked(of_side(TRAINING)))
-def test_a_training_module_reaches_production_only_through_the_neutral_ones(module):
+def test_a_training_module_reaches_production_only_through_the_core(module):
     found = probe(module)
-    production = {f"lab_code.{m}" for m, side in SIDE.items() if side == PRODUCTION}
-    loaded = sorted(m for m in found["loaded"] if m in production)
-    assert not loaded, f"importing lab_code.{module} loads production modules {loaded}"
+    loaded = forbidden_loaded(module, found["loaded"])
+    assert not loaded, f"importing lab_code.{module} loads serving or measuring modules {loaded}"
 
 
 def test_every_module_has_a_side():
-    missing = [m for m in present() if m not in SIDE]
-    assert not missing, f"give {missing} a side in SIDE (tests/test_boundary.py)"
-    assert not set(KNOWN) - set(SIDE), "KNOWN names a module that SIDE does not"
+    unknown = [f for f in folders() if f not in SIDES]
+    assert not unknown, (f"lab_code/{unknown[0]}/ is a folder of no known side: move its modules "
+                         f"into one of {', '.join(SIDES)} (or the core), or add it to SIDES")
+    assert not set(KNOWN) - set(present()), "KNOWN names a module that does not exist"
+    assert set(ENTRY_POINTS) <= set(present()), "ENTRY_POINTS names a module that does not exist"
+
+
+def test_the_side_rule_can_fail():
+    # the check itself: a serving module that loaded training code would be caught
+    serving = of_side(SERVING)[0]
+    assert forbidden_loaded(serving, ["lab_code.training.data", "lab_code.images"]) == [
+        "lab_code.training.data"]
+    assert forbidden_loaded(serving, ["lab_code.serving.ports", "lab_code.recognizer"]) == []

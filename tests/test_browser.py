@@ -11,8 +11,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from lab_code import app, ports
 from lab_code.recognizer import TextRecognizer
+from lab_code.serving import app, ports
 
 pytestmark = pytest.mark.browser
 

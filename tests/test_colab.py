@@ -190,7 +190,7 @@ def test_tqdm_bars_have_ipywidgets_on_colab():
 # --- lesson 00's environment check, as Colab sees it ------------------------------------------
 
 def test_the_environment_check_asks_only_for_what_the_setup_cell_installs():
-    from lab_code import environment
+    from lab_code.measuring import environment
 
     provided = course_requirements() | COLAB_PREINSTALLED
     extra = [name for name in environment.LIBRARIES if normalize(name) not in provided]
@@ -199,7 +199,7 @@ def test_the_environment_check_asks_only_for_what_the_setup_cell_installs():
 
 
 def test_the_environment_check_on_colab_gives_colab_advice():
-    from lab_code import environment
+    from lab_code.measuring import environment
 
     info = {"python": "3.13.15", "platform": "Linux", "colab": True, "cpu_threads": 2,
             "cuda": False, "gpu": None, "internet": True, "ngrok_token": False,

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from lab_code import costs
-from lab_code.costs import CostError, Scenario
+from lab_code.measuring import costs
+from lab_code.measuring.costs import CostError, Scenario
 
 X86 = costs.PRICES.lambda_gb_second["x86_64"].usd
 ARM = costs.PRICES.lambda_gb_second["arm64"].usd

@@ -336,9 +336,9 @@ def test_a_dynamic_width_still_fails_on_another_width_with_a_guard_message():
     import torch
     from torch.export import Dim
 
-    from lab_code import export
-    from lab_code.model import LogitsOnly
-    from lab_code.train import load_checkpoint
+    from lab_code.training import export
+    from lab_code.training.model import LogitsOnly
+    from lab_code.training.train import load_checkpoint
 
     model, _ = load_checkpoint(ROOT / "models" / "text_recognizer_checkpoint.pt")
     batch = export.fit_width(export.example_batch(2)[0], 96)

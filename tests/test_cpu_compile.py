@@ -11,19 +11,19 @@ import sys
 import pytest
 import torch
 
-from lab_code import cpu_compile, profiling
 from lab_code.artifacts import bundled_model_path, load_torchscript
+from lab_code.measuring import cpu_compile, flops, profiling, runtimes
 
 LINES = 4  # parity on a few real lines: enough to catch a wrong graph, cheap to run
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory) -> cpu_compile.Context:
+def ctx(tmp_path_factory) -> runtimes.Context:
     module = load_torchscript(bundled_model_path())
     arrays, _ = profiling.load_lines()
     example = profiling.make_batch(arrays[:LINES], LINES)
-    return cpu_compile.Context(module, cpu_compile.eager_from_torchscript(module), example,
+    return runtimes.Context(module, runtimes.eager_from_torchscript(module), example,
                                tmp_path_factory.mktemp("cpu_compile"), threads=1)
 
 
@@ -34,8 +34,8 @@ def batches() -> dict[int, list[torch.Tensor]]:
 
 
 @pytest.fixture(scope="module")
-def reference(ctx) -> cpu_compile.Backend:
-    return cpu_compile.build_torchscript(ctx)
+def reference(ctx) -> runtimes.Backend:
+    return runtimes.build_torchscript(ctx)
 
 
 def test_help_shows_every_flag(capsys):
@@ -56,14 +56,14 @@ def test_the_eager_twin_has_the_shipped_weights(ctx, batches):
 
 
 FAST = ["torchscript", "frozen", "onnxruntime", "int8"]
-SLOW = [pytest.param(name, marks=pytest.mark.slow) for name in cpu_compile.SLOW_BUILDS]
+SLOW = [pytest.param(name, marks=pytest.mark.slow) for name in runtimes.SLOW_BUILDS]
 
 
 @pytest.mark.parametrize("name", FAST + SLOW)
 def test_each_backend_reads_what_torchscript_reads(name, ctx, batches, reference):
     if name == "onnxruntime":
         pytest.importorskip("onnxruntime")
-    backend, record = cpu_compile.build(name, ctx)
+    backend, record = runtimes.build(name, ctx)
     assert record["status"] == "ok", record.get("reason")
     assert record["build_s"] >= 0 and record["portability"]
     found = cpu_compile.parity(backend, reference, batches, LINES)
@@ -81,7 +81,7 @@ def test_parity_counts_lines_that_read_differently(batches, reference):
         texts = reference.texts(images)
         return [t[::-1] if i % 2 == 0 else t for i, t in enumerate(texts)]
 
-    noisy = cpu_compile.Backend("noisy", garbled, lambda x: reference.logits(x) + 0.5, "")
+    noisy = runtimes.Backend("noisy", garbled, lambda x: reference.logits(x) + 0.5, "")
     found = cpu_compile.parity(noisy, reference, batches, LINES)
     assert found["lines_differ_bs1"] == LINES  # every batch of 1 starts at an even index
     assert found[f"lines_differ_bs{LINES}"] == LINES // 2
@@ -90,7 +90,7 @@ def test_parity_counts_lines_that_read_differently(batches, reference):
 
 @pytest.mark.slow
 def test_the_aoti_package_takes_any_width_and_refuses_what_it_was_not_built_for(ctx):
-    backend, record = cpu_compile.build("aoti", ctx)
+    backend, record = runtimes.build("aoti", ctx)
     assert record["status"] == "ok", record.get("reason")
     assert record["input_ranges"][1:3] == [[1, 1], [32, 32]]
     narrow = ctx.example[:3, ..., :300].contiguous()
@@ -100,39 +100,39 @@ def test_the_aoti_package_takes_any_width_and_refuses_what_it_was_not_built_for(
     with pytest.raises(ValueError, match="takes images of sizes"):
         backend.logits(torch.zeros(1, 1, 16, 64))  # 16 rows: called, it could crash the process
     if _has("onnxruntime"):  # an ONNX export after torch.export still gets a dynamic width
-        onnx, record = cpu_compile.build("onnxruntime", ctx)
+        onnx, record = runtimes.build("onnxruntime", ctx)
         assert record["input_sizes"] == ["batch", 1, 32, "width"]
         assert onnx.texts(narrow) == ctx.eager(narrow)
 
 
 def test_a_shape_fits_its_ranges():
     ranges = [[1, None], [1, 1], [32, 32], [4, 1000]]
-    assert cpu_compile.fits((7, 1, 32, 528), ranges)
-    assert not cpu_compile.fits((7, 1, 16, 528), ranges)
-    assert not cpu_compile.fits((7, 1, 32, 1001), ranges)
-    assert not cpu_compile.fits((0, 1, 32, 528), ranges)
-    assert not cpu_compile.fits((1, 32, 528), ranges)
+    assert runtimes.fits((7, 1, 32, 528), ranges)
+    assert not runtimes.fits((7, 1, 16, 528), ranges)
+    assert not runtimes.fits((7, 1, 32, 1001), ranges)
+    assert not runtimes.fits((0, 1, 32, 528), ranges)
+    assert not runtimes.fits((1, 32, 528), ranges)
 
 
 def test_a_missing_onnxruntime_is_a_skip_with_its_reason(ctx, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now fails
-    backend, record = cpu_compile.build("onnxruntime", ctx)
+    backend, record = runtimes.build("onnxruntime", ctx)
     assert backend is None and record["status"] == "skipped"
     assert record["reason"].startswith("onnxruntime is not installed: pip install onnxruntime")
 
 
-@pytest.mark.parametrize("name", cpu_compile.SLOW_BUILDS)
+@pytest.mark.parametrize("name", runtimes.SLOW_BUILDS)
 def test_no_compiler_is_a_skip_with_its_reason(name, ctx, monkeypatch):
     monkeypatch.setenv("CXX", "/nonexistent/g++")
-    backend, record = cpu_compile.build(name, ctx)
+    backend, record = runtimes.build(name, ctx)
     assert backend is None and record["status"] == "skipped"
     assert "needs a C++ compiler" in record["reason"]
 
 
 @pytest.mark.parametrize("width", [528, 128])
 def test_the_flop_formula_agrees_with_torchs_flop_counter(ctx, width):
-    formula = cpu_compile.flops_per_line(ctx.eager, width)
-    counted = cpu_compile.flop_counter_check(ctx.eager, width)
+    formula = flops.flops_per_line(ctx.eager, width)
+    counted = flops.flop_counter_check(ctx.eager, width)
     # FlopCounterMode counts the convolutions and the Linear layer; the LSTM runs as one fused
     # CPU kernel that it does not count, so its step is counted on an nn.LSTMCell instead.
     assert counted["counted_total"] == formula["total"] - formula["lstm"]
@@ -147,8 +147,8 @@ def test_the_flop_formula_agrees_with_torchs_flop_counter(ctx, width):
 def test_timing_interleaves_the_backends():
     calls: list[str] = []
 
-    def backend(name: str) -> cpu_compile.Backend:
-        return cpu_compile.Backend(name, lambda x: calls.append(name) or [], None, "")
+    def backend(name: str) -> runtimes.Backend:
+        return runtimes.Backend(name, lambda x: calls.append(name) or [], None, "")
 
     batches = {1: [torch.zeros(1)], 16: [torch.zeros(16)]}
     ms = cpu_compile.time_backends({"a": backend("a"), "b": backend("b")}, batches, repeats=6,
@@ -160,7 +160,7 @@ def test_timing_interleaves_the_backends():
 
 
 def test_the_peak_is_the_best_measured_convolution():
-    peak = cpu_compile.conv_peak(1, shapes=[(1, 8, 16, 32)], repeats=1)
+    peak = flops.conv_peak(1, shapes=[(1, 8, 16, 32)], repeats=1)
     assert peak["threads"] == 1 and len(peak["measured"]) == 2
     assert peak["gflops"] == max(m["gflops"] for m in peak["measured"]) > 0
     assert torch.get_num_threads() >= 1
@@ -175,7 +175,7 @@ def test_quick_cli_run_writes_results_and_figure(tmp_path, capsys):
     assert torch.get_num_threads() == threads  # left as it was found
     results = json.loads((out / "results.json").read_text())
     assert (out / "cpu_compile.png").read_bytes()[:8] == PNG
-    assert results["command"] == "python -m lab_code.cpu_compile " + " ".join(argv)
+    assert results["command"] == "python -m lab_code.measuring cpu_compile " + " ".join(argv)
     assert {"date", "versions", "machine", "setup", "flops", "peak", "threads", "int8"} <= \
         results.keys()
     assert results["versions"]["torch"] == torch.__version__

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lab_code import data, preprocess
+from lab_code import preprocess
+from lab_code.training import data
 
 
 def test_charset_has_what_the_course_promises():

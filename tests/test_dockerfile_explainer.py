@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab_code import docker_engine
 from lab_code import dockerfile as df
+from lab_code.dockerfile import engine as docker_engine
 from lab_code.dockerfile import hadolint
 
 GOOD = """\

@@ -123,9 +123,9 @@ class NotInImage:
 sys.meta_path.insert(0, NotInImage())
 out = {}
 if cfg["help_argv"] is not None:  # exactly what `python -m MODULE ARGS --help` does
-    sys.argv = [cfg["module"], *cfg["help_argv"]]
+    sys.argv = [cfg["run"], *cfg["help_argv"]]
     try:
-        runpy.run_module(cfg["module"], run_name="__main__", alter_sys=True)
+        runpy.run_module(cfg["run"], run_name="__main__", alter_sys=True)
     except SystemExit as exit_:
         out["help_exit"] = exit_.code
 module = importlib.import_module(cfg["module"])
@@ -153,14 +153,17 @@ def build_image_dir(dockerfile: Path, context: list[str], target: Path) -> Path:
 
 
 def probe(dockerfile: Path, tmp: Path, context: list[str], module: str, *, attr: str = "",
-          help_argv: list[str] | None = None, parse_argv: list[str] | None = None) -> dict:
+          help_argv: list[str] | None = None, parse_argv: list[str] | None = None,
+          run: str | None = None) -> dict:
+    """Import `module` inside a copy of the image's files (and, with help_argv, run `python -m
+    RUN HELP_ARGV...` there, RUN defaulting to the module): what it imported, printed, parsed."""
     image = build_image_dir(dockerfile, context, tmp / "image")
-    if not (ROOT / "lab_code" / f"{module.split('.')[-1]}.py").exists():
-        pytest.skip(f"{module} is not written yet")
+    assert (ROOT / f"{module.replace('.', '/')}.py").exists(), f"{module} does not exist"
     reqs = requirements(REQUIREMENTS[dockerfile])
     allowed = closure(reqs) | closure(reqs, HERE_MARKER_ENV) | {"pip"}
-    cfg = {"module": module, "attr": attr, "help_argv": help_argv, "parse_argv": parse_argv,
-           "blocked": modules_not_in(allowed), "out": str(tmp / "out.json")}
+    cfg = {"module": module, "run": run or module, "attr": attr, "help_argv": help_argv,
+           "parse_argv": parse_argv, "blocked": modules_not_in(allowed),
+           "out": str(tmp / "out.json")}
     (tmp / "cfg.json").write_text(json.dumps(cfg))
     (tmp / "probe.py").write_text(PROBE)
     env = {k: v for k, v in os.environ.items()
@@ -243,7 +246,8 @@ def test_dockerignore_excludes(path):
 
 
 @pytest.mark.parametrize("path", [
-    "lab_code/app.py", "lab_code/serverless.py", "lab_code/artifacts/text_recognizer.pt",
+    "lab_code/serving/app.py", "lab_code/serving/serverless.py",
+    "lab_code/artifacts/text_recognizer.pt",
     "docker/requirements-frontend.txt", "docker/requirements-lambda.txt",
 ])
 def test_dockerignore_keeps_what_the_images_need(path):
@@ -302,11 +306,15 @@ def test_the_package_is_installed_without_its_dependencies(path):
 @pytest.fixture(scope="module")
 def frontend_probe(tmp_path_factory, context_files) -> dict:
     steps = steps_of(FRONTEND)
-    module, entry_args = module_of(only(steps, "ENTRYPOINT"))
+    run, entry_args = module_of(only(steps, "ENTRYPOINT"))
     cmd_args = list(only(steps, "CMD").words)
+    # `python -m lab_code.serving app ...` runs the module lab_code.serving.app (lab_code.commands)
+    sides = ("lab_code.training", "lab_code.serving", "lab_code.measuring")
+    module, parse_args = (f"{run}.{entry_args[0]}", entry_args[1:]) if run in sides \
+        else (run, entry_args)
     return probe(FRONTEND, tmp_path_factory.mktemp("frontend"), context_files, module,
                  help_argv=[*entry_args, *cmd_args, "--help"],
-                 parse_argv=[*entry_args, *cmd_args])
+                 parse_argv=[*parse_args, *cmd_args], run=run)
 
 
 def test_frontend_base_user_and_exec_form():
@@ -319,7 +327,7 @@ def test_frontend_base_user_and_exec_form():
 
 def test_frontend_entrypoint_imports_from_the_image_and_its_help_works(frontend_probe):
     assert frontend_probe["help_exit"] in (0, None)
-    assert "usage: python -m lab_code.app" in frontend_probe["stdout"]
+    assert "usage: python -m lab_code.serving app" in frontend_probe["stdout"]
     assert "--backend-url" in frontend_probe["stdout"]
     assert frontend_probe["parsed"]["host"] == "0.0.0.0", "inside a container, listen on all"
 

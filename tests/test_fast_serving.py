@@ -1,6 +1,6 @@
 """Lesson 07's levers on the production side: the model frozen for the CPU at load with widths
 rounded up (same text), Server-Timing stages, the result cache, worker processes, and the load
-generator that measures them (lab_code.loadgen) against a real service."""
+generator that measures them (lab_code.measuring.loadgen) against a real service."""
 
 from __future__ import annotations
 
@@ -19,10 +19,16 @@ import requests
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from lab_code import data, evaluate, loadgen, preprocess, serverless
-from lab_code.ports import free_port
-from lab_code.processes import start_background, stop_background
+from lab_code import preprocess
+from lab_code.measuring import loadgen
 from lab_code.recognizer import WIDTH_STEP, TextRecognizer
+from lab_code.serving import serverless
+from lab_code.serving.cache import ResultCache
+from lab_code.serving.limits import ServiceLimits
+from lab_code.serving.ports import free_port
+from lab_code.serving.processes import start_background, stop_background
+from lab_code.serving.runner import MAX_DEFAULT_WORKERS, default_workers, wait_for_workers
+from lab_code.training import data, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +85,7 @@ def test_a_model_that_cannot_be_frozen_still_runs_as_loaded_with_a_warning(monke
 @pytest.fixture(scope="module")
 def client(recognizers):
     app = serverless.create_app(recognizers[1],
-                                limits=serverless.ServiceLimits(cache_entries=2))
+                                limits=ServiceLimits(cache_entries=2))
     with TestClient(app) as test_client:
         yield test_client
 
@@ -119,13 +125,13 @@ def test_a_repeated_image_is_answered_from_the_cache_without_the_model(client, m
 
 
 def test_the_cache_is_bounded_and_forgets_the_least_recently_used():
-    cache = serverless.ResultCache(2, version="v1")
+    cache = ResultCache(2, version="v1")
     keys = [cache.key(bytes([i])) for i in range(3)]
     for i, key in enumerate(keys):
         cache.put(key, f"text {i}", 1)
         cache.get(keys[0])  # keep the first one recent
     assert len(cache) == 2 and cache.get(keys[0]) == ("text 0", 1) and cache.get(keys[1]) is None
-    assert serverless.ResultCache(2, version="v2").key(b"\x00") != keys[0]  # per model version
+    assert ResultCache(2, version="v2").key(b"\x00") != keys[0]  # per model version
 
 
 def test_no_cache_unless_asked(recognizers):
@@ -162,10 +168,11 @@ def service(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("workers") / "serverless.log"
     url = f"http://127.0.0.1:{port}/"
-    proc = start_background(["lab_code.serverless", "--port", str(port), "--workers", "2",
+    proc = start_background(["lab_code.serving", "serverless", "--port", str(port), "--workers",
+                             "2",
                              "--max-waiting", "4"], url + "health", log)
     try:
-        serverless.wait_for_workers(log, 2)  # /health answers once one worker is up
+        wait_for_workers(log, 2)  # /health answers once one worker is up
         yield proc, url, log
     finally:
         stop_background(proc)
@@ -211,7 +218,8 @@ def test_beyond_the_queue_the_load_generator_counts_503s_not_errors(service):
 def test_loadgen_cli_prints_one_line_per_client_count_and_writes_json(service, tmp_path):
     _, url, _ = service
     out = tmp_path / "load.json"
-    done = subprocess.run([sys.executable, "-m", "lab_code.loadgen", url, "--clients", "1", "2",
+    done = subprocess.run([sys.executable, "-m", "lab_code.measuring", "loadgen", url, "--clients",
+                           "1", "2",
                            "--duration", "1", "--warmup", "0.2", "--family", "unseen_font",
                            "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
@@ -223,7 +231,7 @@ def test_loadgen_cli_prints_one_line_per_client_count_and_writes_json(service, t
 
 
 def test_loadgen_with_nothing_listening_is_one_sentence():
-    done = subprocess.run([sys.executable, "-m", "lab_code.loadgen",
+    done = subprocess.run([sys.executable, "-m", "lab_code.measuring", "loadgen",
                            f"http://127.0.0.1:{free_port()}/", "--duration", "1"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "Traceback" not in done.stderr
@@ -242,7 +250,7 @@ def test_loadgen_parses_server_timing_and_percentiles():
 
 
 def test_serverless_cli_refuses_zero_workers_in_one_sentence():
-    done = subprocess.run([sys.executable, "-m", "lab_code.serverless", "--port",
+    done = subprocess.run([sys.executable, "-m", "lab_code.serving", "serverless", "--port",
                            str(free_port()), "--workers", "0"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith("error: --workers")
@@ -260,11 +268,12 @@ def test_worker_processes_build_their_app_from_the_settings_main_hands_them(monk
 
 
 def test_default_workers_is_one_per_usable_core_within_the_cap():
-    expected = min(len(os.sched_getaffinity(0)), serverless.MAX_DEFAULT_WORKERS)
-    assert serverless.default_workers() == max(1, expected)
+    expected = min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS)
+    assert default_workers() == max(1, expected)
 
 
-# --- where the time goes: lab_code.stages ------------------------------------------------------
+# --- where the time goes: lab_code.measuring.stages
+# ------------------------------------------------------
 def test_the_breakdown_adds_up_to_what_the_client_waited():
     stages = {"read": 0.1, "decode": 0.5, "lines": 1.5, "queue": 0.2, "model": 3.0,
               "handler": 6.0, "app": 7.0}
@@ -276,7 +285,7 @@ def test_the_breakdown_adds_up_to_what_the_client_waited():
 
 
 def stages_mod():
-    from lab_code import stages
+    from lab_code.measuring import stages
 
     return stages
 
@@ -284,7 +293,8 @@ def stages_mod():
 @pytest.mark.slow
 def test_stages_cli_prints_each_stage_of_a_real_request(service):
     _, url, _ = service
-    done = subprocess.run([sys.executable, "-m", "lab_code.stages", url, "--repeats", "3"],
+    done = subprocess.run([sys.executable, "-m", "lab_code.measuring", "stages", url, "--repeats",
+                           "3"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -323,8 +333,8 @@ def test_a_sample_of_an_idle_process_says_to_put_load_on_it(monkeypatch, tmp_pat
         stages.flamegraph(1234, tmp_path / "idle.svg", seconds=1)
     assert str(err.value) == ("py-spy could not profile process 1234 (Failed to write flamegraph: "
                               "No stack counts found): no Python code ran while it sampled: put "
-                              "load on the service meanwhile (lab_code.loadgen), or sample for "
-                              "longer.")
+                              "load on the service meanwhile (lab_code.measuring.loadgen), or "
+                              "sample for longer.")
 
 
 def test_a_missing_profiler_is_one_sentence(monkeypatch):
@@ -344,7 +354,7 @@ def test_a_polite_client_waits_as_retry_after_says():
 # --- the service benchmark and its committed reference run -------------------------------------
 @pytest.mark.slow
 def test_service_benchmark_runs_a_config_and_writes_results_and_plot(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "lab_code.service_benchmark", "--out",
+    done = subprocess.run([sys.executable, "-m", "lab_code.measuring", "service_benchmark", "--out",
                            str(tmp_path), "--configs", "frozen", "--clients", "1", "4",
                            "--duration", "1", "--warmup", "0.3", "--end-to-end-passes", "0",
                            "--rounds", "2"],
@@ -359,7 +369,7 @@ def test_service_benchmark_runs_a_config_and_writes_results_and_plot(tmp_path):
 
 
 def test_a_baseline_that_is_not_a_commit_is_one_sentence(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "lab_code.service_benchmark", "--out",
+    done = subprocess.run([sys.executable, "-m", "lab_code.measuring", "service_benchmark", "--out",
                            str(tmp_path), "--baseline", "no-such-commit", "--configs", "frozen"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.startswith("error: Cannot read commit")
@@ -370,8 +380,8 @@ COMMITTED = ROOT / "profiling" / "results" / "fast_and_cheap" / "results.json"
 
 
 def test_a_baseline_serves_its_own_code_with_this_checkouts_model(tmp_path):
-    from lab_code import service_benchmark
     from lab_code.artifacts import bundled_model_path, model_version
+    from lab_code.measuring import service_benchmark
 
     ref = json.loads(COMMITTED.read_text())["baseline"]  # its model is older than the bundled one
     if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{ref}^{{commit}}"],
@@ -390,7 +400,8 @@ def test_the_lines_the_baseline_reads_differently_it_reads_worse(tmp_path):
     """Lesson 07 says the few lines the code before it reads differently, with today's weights,
     are lesson 01's splitter at work, read worse by the old code: checked here on the same 120
     screenshot lines the benchmark reads."""
-    from lab_code import metrics, service_benchmark
+    from lab_code.measuring import service_benchmark
+    from lab_code.training import metrics
 
     ref = json.loads(COMMITTED.read_text())["baseline"]
     if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{ref}^{{commit}}"],
@@ -410,7 +421,7 @@ def test_the_lines_the_baseline_reads_differently_it_reads_worse(tmp_path):
 
 
 def test_the_committed_reference_run_is_complete_and_plots():
-    from lab_code import service_benchmark
+    from lab_code.measuring import service_benchmark
 
     results = json.loads(COMMITTED.read_text())
     assert results["baseline"] and results["machine"]["cores"]

@@ -1,7 +1,7 @@
 """Font discovery: training never uses a held-out family, and every training font draws the
 whole charset."""
 
-from lab_code import data, fonts
+from lab_code.training import data, fonts
 
 
 def test_no_training_font_is_held_out():

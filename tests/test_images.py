@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lab_code import data, images, preprocess
+from lab_code import images, preprocess
+from lab_code.training import data
 
 
 def _line(text="Some text here", size=30, font=0):

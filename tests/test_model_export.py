@@ -5,9 +5,10 @@ import warnings
 import pytest
 import torch
 
-from lab_code import data, export, preprocess
+from lab_code import preprocess
 from lab_code.artifacts import load_torchscript, quiet_torchscript
-from lab_code.model import LineRecognizer
+from lab_code.training import data, export
+from lab_code.training.model import LineRecognizer
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from lab_code import data, evaluate, fonts
 from lab_code.recognizer import TextRecognizer
+from lab_code.training import data, evaluate, fonts
 
 # measured on 2026-12-02: 0.72%, 0.98%, 0.38%, 2.85% (plain set 1.31%), 0.15%
 REALWORLD_CER = 0.015
@@ -49,7 +49,7 @@ def realworld(recognizer):
 
 
 def _worst(samples, readings, family=None, n=8):
-    from lab_code import metrics
+    from lab_code.training import metrics
 
     rows = [(metrics.cer([r.text], [s.text]), s.path.name, s.text, r.text)
             for s, r in zip(samples, readings, strict=True) if family in (None, s.family)]

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab_code import artifacts, data, devices, preprocess, registry, stage_model
+from lab_code import artifacts, devices, preprocess, registry
 from lab_code.recognizer import TextRecognizer
-from lab_code.train import TrainConfig, load_checkpoint, train
+from lab_code.training import data, stage_model
+from lab_code.training.train import TrainConfig, load_checkpoint, train
 
 
 @pytest.fixture(scope="module")

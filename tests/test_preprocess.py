@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from lab_code import data, preprocess
+from lab_code import preprocess
+from lab_code.training import data
 
 
 def _line(text="Some text here", size=30, font=0):

@@ -14,9 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lab_code import data, preprocess, profiling
+from lab_code import preprocess
 from lab_code.artifacts import bundled_model_path, model_version
+from lab_code.measuring import profiling, traces
 from lab_code.recognizer import TextRecognizer
+from lab_code.training import data
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD_KEYS = {"batch_size", "device", "latency_ms_p50", "latency_ms_p95", "ms_per_example",
@@ -61,7 +63,7 @@ def test_summary_json_schema(study, capsys):
     assert bench["throughput_ratio_bs16_vs_bs1"] is None  # this run has no batch 16
     assert bench["page"]["lines"] == 16 and bench["page"]["speedup"] > 0
     assert bench["machine"]["torch"] == torch.__version__
-    assert bench["command"].startswith("python -m lab_code.profiling --batch-sizes 1 2")
+    assert bench["command"].startswith("python -m lab_code.measuring profiling --batch-sizes 1 2")
     assert bench["model_version"] == model_version(bundled_model_path())
 
 
@@ -113,11 +115,11 @@ def test_gpu_busy_merges_overlapping_kernels():
         {**kernel, "ts": 20, "dur": 20},   # overlaps the first: 10..40 counts once
         {**kernel, "ts": 60, "dur": 10},
     ]}
-    assert profiling.gpu_busy_pct(trace) == 40.0
+    assert traces.gpu_busy_pct(trace) == 40.0
     trace["traceEvents"].append({**kernel, "ts": 95, "dur": 25})  # runs past the last step
-    assert profiling.gpu_busy_pct(trace) == pytest.approx(100 * 65 / 120, abs=0.01)
+    assert traces.gpu_busy_pct(trace) == pytest.approx(100 * 65 / 120, abs=0.01)
     cpu_only = [e for e in trace["traceEvents"] if e["cat"] != "kernel"]
-    assert profiling.gpu_busy_pct({"traceEvents": cpu_only}) is None
+    assert traces.gpu_busy_pct({"traceEvents": cpu_only}) is None
 
 
 def test_throughput_ratio_and_table():
@@ -131,10 +133,10 @@ def test_throughput_ratio_and_table():
 
 def test_tensorboard_plugin_lists_the_runs(study, free_port):
     pytest.importorskip("torch_tb_profiler")
-    with profiling.tensorboard(study / "traces", port=free_port) as tb:
+    with traces.tensorboard(study / "traces", port=free_port) as tb:
         assert tb.url == f"http://127.0.0.1:{free_port}"
-        runs = profiling.tensorboard_runs(tb, expect=2, timeout=45)
-        views = profiling.tensorboard_views(tb, "bs1")
+        runs = traces.tensorboard_runs(tb, expect=2, timeout=45)
+        views = traces.tensorboard_views(tb, "bs1")
     assert sorted(runs) == ["bs1", "bs2"]
     assert "Overview" in views and "Trace" in views
     assert tb.process.poll() is not None  # stopped, port freed
@@ -194,7 +196,8 @@ def test_bad_arguments_end_in_one_line(tmp_path, capsys):
 def test_cuda_on_a_cpu_machine_is_one_clear_line(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "lab_code.profiling", "--device", "cuda", "--out", str(out)],
+        [sys.executable, "-m", "lab_code.measuring", "profiling", "--device", "cuda", "--out",
+         str(out)],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
     )
     assert result.returncode == 1
@@ -206,9 +209,8 @@ def test_cuda_on_a_cpu_machine_is_one_clear_line(tmp_path):
 
 
 def test_profiling_never_imports_the_training_code():
-    code = ("import sys, lab_code.profiling; "
-            "print([m for m in ('lab_code.data', 'lab_code.model', 'lab_code.train') "
-            "if m in sys.modules])")
+    code = ("import sys, lab_code.measuring.profiling; "
+            "print([m for m in sys.modules if m.startswith('lab_code.training')])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -225,7 +227,7 @@ def test_fixed_width_pads_and_crops():
 
 def test_importing_profiling_leaves_the_environment_alone():
     """KINETO_LOG_LEVEL is set just before profiling, not as a side effect of the import."""
-    code = "import os, lab_code.profiling; print(os.environ.get('KINETO_LOG_LEVEL'))"
+    code = "import os, lab_code.measuring.profiling; print(os.environ.get('KINETO_LOG_LEVEL'))"
     env = {k: v for k, v in __import__("os").environ.items() if k != "KINETO_LOG_LEVEL"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, timeout=60, env=env)

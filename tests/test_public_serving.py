@@ -1,7 +1,7 @@
 """What a public endpoint meets, probed as an attacker would, on 127.0.0.1 only: SSRF (a loopback
 canary server that must receive no request), work bombs, slow and huge upstreams, floods, stuck
 models and unexpected errors. Each probe runs through the Lambda handler and over HTTP against
-`python -m lab_code.serverless`; each answer is JSON with one sentence and a 4xx/5xx status.
+`python -m lab_code.serving serverless`; each answer is JSON with one sentence and a 4xx/5xx status.
 
 Run with `-s` to see the table of probes (input, status, seconds)."""
 
@@ -25,9 +25,13 @@ import requests
 from PIL import Image
 from stand_ins import serve_http
 
-from lab_code import data, images, serverless, urlfetch
-from lab_code.ports import free_port
-from lab_code.processes import start_background, stop_background
+from lab_code import images, urlfetch
+from lab_code.serving import serverless
+from lab_code.serving.lambda_adapter import direct_event, make_handler
+from lab_code.serving.limits import ServiceLimits
+from lab_code.serving.ports import free_port
+from lab_code.serving.processes import start_background, stop_background
+from lab_code.training import data
 
 TIMEOUT = 60  # generous, only so that a broken guard fails instead of hanging
 
@@ -159,7 +163,7 @@ def backend():
     recognizer = serverless.load_recognizer()
     serverless.warm_up(recognizer)
     app = serverless.create_app(recognizer)
-    return SimpleNamespace(recognizer=recognizer, app=app, handler=serverless.make_handler(app))
+    return SimpleNamespace(recognizer=recognizer, app=app, handler=make_handler(app))
 
 
 def call(backend, payload: dict) -> tuple[int, dict]:
@@ -266,8 +270,8 @@ def test_a_trickling_upstream_is_cut_at_the_total_deadline(backend, monkeypatch)
 
 def test_a_trickling_upstream_gets_a_504_through_the_handler(monkeypatch, backend):
     monkeypatch.setenv(urlfetch.ALLOW_PRIVATE_ENV, "1")
-    limits = replace(serverless.ServiceLimits(), url_policy=urlfetch.UrlPolicy(deadline_s=2.0))
-    handler = serverless.make_handler(serverless.create_app(backend.recognizer, limits=limits))
+    limits = replace(ServiceLimits(), url_policy=urlfetch.UrlPolicy(deadline_s=2.0))
+    handler = make_handler(serverless.create_app(backend.recognizer, limits=limits))
     with upstream("trickle") as base:
         status, body = probe("handler", "trickling upstream, 1 B / 0.5 s (opt-in)", lambda: (
             lambda r: (r["statusCode"], json.loads(r["body"])))(
@@ -390,7 +394,7 @@ def stuck_model(backend, monkeypatch):
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_health_stays_instant(backend, stuck_model):
-    limits = replace(serverless.ServiceLimits(), max_waiting=3, deadline_s=30, stuck_after_s=1.0)
+    limits = replace(ServiceLimits(), max_waiting=3, deadline_s=30, stuck_after_s=1.0)
     app = serverless.create_app(backend.recognizer, limits=limits)
     with serve_app(app) as url, ThreadPoolExecutor(8) as pool:
         waiting = [pool.submit(requests.post, url, json={"image": b64(LINE)}, timeout=TIMEOUT)
@@ -414,8 +418,8 @@ def test_a_full_queue_answers_503_with_retry_after_and_health_stays_instant(back
 
 
 def test_a_request_past_its_deadline_is_a_json_504(backend, stuck_model):
-    limits = replace(serverless.ServiceLimits(), deadline_s=1.0)
-    handler = serverless.make_handler(serverless.create_app(backend.recognizer, limits=limits))
+    limits = replace(ServiceLimits(), deadline_s=1.0)
+    handler = make_handler(serverless.create_app(backend.recognizer, limits=limits))
     start = time.perf_counter()
     resp = handler({"image": b64(LINE)}, None)
     PROBES.append(("handler", "model stuck, deadline 1 s", resp["statusCode"],
@@ -425,8 +429,8 @@ def test_a_request_past_its_deadline_is_a_json_504(backend, stuck_model):
 
 def test_health_says_503_loading_until_the_lifespan_loads_the_model():
     app = serverless.create_app()  # no recognizer: the lifespan hook would load it
-    handler = serverless.make_handler(app)  # Mangum with lifespan off: it never does here
-    ev = serverless.direct_event({})
+    handler = make_handler(app)  # Mangum with lifespan off: it never does here
+    ev = direct_event({})
     ev["requestContext"]["http"]["method"], ev["rawPath"] = "GET", "/health"
     ev["requestContext"]["http"]["path"] = "/health"
     resp = handler(ev, None)
@@ -455,14 +459,16 @@ def test_an_unexpected_error_is_a_json_500_with_the_request_id(backend, monkeypa
     assert "internal detail" not in body["error"]
 
 
-# --- over HTTP, against python -m lab_code.serverless ----------------------------------------
+# --- over HTTP, against python -m lab_code.serving serverless
+# ----------------------------------------
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """The local service as the lesson starts it, with no opt-in, and a 4 s deadline."""
     port = free_port()
     log = tmp_path_factory.mktemp("public") / "service.log"
     url = f"http://127.0.0.1:{port}/"
-    proc = start_background(["lab_code.serverless", "--port", str(port), "--deadline", "4"],
+    proc = start_background(["lab_code.serving", "serverless", "--port", str(port), "--deadline",
+                             "4"],
                             url + "health", log)
     try:
         yield SimpleNamespace(url=url, port=port, log=log)
@@ -531,7 +537,8 @@ def trusted_service(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("trusted") / "service.log"
     url = f"http://127.0.0.1:{port}/"
-    proc = start_background(["lab_code.serverless", "--port", str(port), "--allow-private-urls",
+    proc = start_background(["lab_code.serving", "serverless", "--port", str(port),
+                             "--allow-private-urls",
                              "--deadline", "3"], url + "health", log)
     try:
         yield SimpleNamespace(url=url, port=port, log=log)

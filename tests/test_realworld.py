@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lab_code import data, evaluate, fonts, tesseract
+from lab_code.training import data, evaluate, fonts, tesseract
 
 ROOT = Path(__file__).resolve().parents[1]
 SET = ROOT / "tests" / "data" / "realworld"

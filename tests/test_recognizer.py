@@ -6,9 +6,9 @@ import sys
 import pytest
 from stand_ins import serve_http
 
-from lab_code import data
 from lab_code.artifacts import bundled_model_path
 from lab_code.recognizer import TextRecognizer
+from lab_code.training import data
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_a_line_that_reads_as_nothing_leaves_no_empty_line():
 def test_a_framed_phone_crop_reads_as_its_one_line(recognizer):
     # The splitter keeps what is left of this card's frame as a second "line" that reads as
     # nothing; the text must not end in a newline.
-    from lab_code import evaluate
+    from lab_code.training import evaluate
 
     sample = next(s for s in evaluate.realworld_set() if s.path.name == "096.jpg"
                   and s.family == "phone")

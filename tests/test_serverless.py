@@ -1,6 +1,6 @@
 """The Lambda backend: Function URL events through a handler built by `make_handler(create_app())`,
 direct invocations, every bad request (through the handler and over real HTTP against
-`python -m lab_code.serverless`), the Lambda entry module, a 64-request load test, and the
+`python -m lab_code.serving serverless`), the Lambda entry module, a 64-request load test, and the
 benchmark script. What a public endpoint meets (SSRF, work bombs, slow upstreams, floods):
 test_public_serving.py and test_soak.py. The Gradio frontend in front of it:
 test_serverless_frontend.py."""
@@ -33,11 +33,15 @@ import requests
 from PIL import Image
 from stand_ins import serve_http
 
-from lab_code import data, serverless, urlfetch
+from lab_code import urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
-from lab_code.ports import free_port
-from lab_code.processes import start_background, stop_background
 from lab_code.recognizer import TextRecognizer
+from lab_code.serving import serverless
+from lab_code.serving.lambda_adapter import make_handler
+from lab_code.serving.limits import MAX_BODY_BYTES
+from lab_code.serving.ports import free_port
+from lab_code.serving.processes import start_background, stop_background
+from lab_code.training import data
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "lambda"
@@ -47,11 +51,11 @@ FIXTURE_NAMES = ("post_image", "post_base64_body", "get_browser", "post_bad_body
 @functools.cache
 def backend() -> SimpleNamespace:
     """One recognizer (bundled model, warmed up), its app and a Lambda handler for the module,
-    as lab_code.lambda_function builds them at import."""
+    as lab_code.serving.lambda_function builds them at import."""
     recognizer = serverless.load_recognizer()
     serverless.warm_up(recognizer)
     app = serverless.create_app(recognizer)
-    return SimpleNamespace(recognizer=recognizer, app=app, handler=serverless.make_handler(app))
+    return SimpleNamespace(recognizer=recognizer, app=app, handler=make_handler(app))
 
 
 def handler(event, context=None):
@@ -102,7 +106,7 @@ def url_event(body: str | bytes, method: str = "POST", path: str = "/",
 
 
 LINE = png_bytes()
-OVER_6_MB = json.dumps({"image": "A" * (serverless.MAX_BODY_BYTES + 10)})
+OVER_6_MB = json.dumps({"image": "A" * (MAX_BODY_BYTES + 10)})
 
 # (id, method, path, body, content type, status, a phrase of the error sentence)
 BAD_REQUESTS = [
@@ -400,7 +404,7 @@ def test_importing_the_backend_library_changes_nothing_in_the_process():
     code = (
         "import threading, torch\n"
         "torch.set_num_threads(2); before = threading.active_count()\n"
-        "from lab_code import serverless\n"
+        "from lab_code.serving import serverless\n"
         "assert torch.get_num_threads() == 2, torch.get_num_threads()\n"
         "assert threading.active_count() == before\n"
         "assert not hasattr(serverless, 'RECOGNIZER') and not hasattr(serverless, 'handler')\n"
@@ -413,13 +417,13 @@ def test_importing_the_backend_library_changes_nothing_in_the_process():
 def test_the_lambda_entry_module_loads_the_model_at_import_and_not_the_ui():
     code = (
         "import json, sys, torch\n"
-        "from lab_code import lambda_function\n"
+        "from lab_code.serving import lambda_function\n"
         "assert torch.get_num_threads() == 1, torch.get_num_threads()  # unless OMP_NUM_THREADS\n"
         "assert lambda_function.app.state.worker() is not None  # loaded in the init phase\n"
         f"ev = json.load(open({str(FIXTURES / 'post_image.json')!r}))\n"
         "assert lambda_function.handler(ev, None)['statusCode'] == 200\n"
-        "bad = [m for m in ('lab_code.data', 'lab_code.model', 'lab_code.train', 'gradio',\n"
-        "                   'matplotlib', 'uvicorn') if m in sys.modules]\n"
+        "bad = [m for m in sys.modules if m.startswith('lab_code.training')\n"
+        "       or m in ('gradio', 'matplotlib', 'uvicorn')]\n"
         "assert not bad, bad\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
@@ -434,7 +438,7 @@ def test_help_shows_host_and_port(capsys):
         serverless.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "python -m lab_code.serverless" in out and "--host" in out and "--port" in out
+    assert "python -m lab_code.serving serverless" in out and "--host" in out and "--port" in out
     assert serverless.MODEL_ENV in out and urlfetch.ALLOW_PRIVATE_ENV in out
     assert "--allow-private-urls" in out and "--deadline" in out and "--max-waiting" in out
 
@@ -452,20 +456,23 @@ def test_a_port_in_use_is_one_sentence_and_a_nonzero_exit(capsys):
 
 def test_a_missing_model_file_is_one_sentence_and_a_nonzero_exit(tmp_path):
     env = {**os.environ, serverless.MODEL_ENV: str(tmp_path / "missing.pt")}
-    done = subprocess.run([sys.executable, "-m", "lab_code.serverless", "--port", "1"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "lab_code.serving", "serverless", "--port", "1"],
+                          cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: No model file at") and len(done.stderr.splitlines()) == 1
 
 
-# --- over real HTTP: python -m lab_code.serverless ---------------------------------------------
+# --- over real HTTP: python -m lab_code.serving serverless
+# ---------------------------------------------
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """The local service on a free port, as the notebook starts it; stopped after the module."""
     port = free_port()
     log = tmp_path_factory.mktemp("service") / "serverless.log"
     url = f"http://127.0.0.1:{port}/"
-    proc = start_background(["lab_code.serverless", "--port", str(port)], url + "health", log)
+    proc = start_background(["lab_code.serving", "serverless", "--port", str(port)],
+                            url + "health", log)
     try:
         yield SimpleNamespace(url=url, port=port, log=log)
     finally:

@@ -1,6 +1,6 @@
 """A soak test, about 30 s on 127.0.0.1 only: 32 well-behaved clients read text lines through
-`python -m lab_code.serverless` while attackers send work bombs and image_urls that trickle one
-byte every 0.5 s (at a server of the test's own, through the --allow-private-urls opt-in). The
+`python -m lab_code.serving serverless` while attackers send work bombs and image_urls that trickle
+one byte every 0.5 s (at a server of the test's own, through the --allow-private-urls opt-in). The
 well-behaved clients must see no error, /health must stay fast, and the server's memory must
 come back near where it started. Run with `-s` to see the figures.
 
@@ -22,9 +22,9 @@ import requests
 from PIL import Image
 from test_public_serving import upstream
 
-from lab_code import data
-from lab_code.ports import free_port
-from lab_code.processes import start_background, stop_background
+from lab_code.serving.ports import free_port
+from lab_code.serving.processes import start_background, stop_background
+from lab_code.training import data
 
 LOAD_S = 20  # seconds of load, plus ~10 s to start and settle
 GOOD_CLIENTS = 32
@@ -59,7 +59,8 @@ def test_well_behaved_clients_are_served_while_attackers_flood(tmp_path):
              for i in range(4)]
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    proc = start_background(["lab_code.serverless", "--port", str(port), "--allow-private-urls",
+    proc = start_background(["lab_code.serving", "serverless", "--port", str(port),
+                             "--allow-private-urls",
                              "--deadline", "8"], url + "health", tmp_path / "service.log",
                             # glibc gives each thread its own malloc arena and keeps freed
                             # memory there: without this the same run ends ~250 MB above its

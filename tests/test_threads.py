@@ -52,8 +52,9 @@ def test_a_model_call_on_a_worker_thread_starts_no_openmp_team_when_given_one_th
 
 @needs_cores
 def test_without_a_thread_count_the_worker_thread_starts_a_team_the_trap_the_fix_avoids():
-    # the property the fix depends on: if torch ever stops doing this, the fix may be dropped
-    assert threads_started(None) >= 1
+    # the property the fix depends on: if torch ever stops doing this, the fix may be dropped.
+    # Seen once to start no thread in a long, loaded suite run: three tries, one must show it.
+    assert any(threads_started(None) >= 1 for _ in range(3))
 
 
 def test_serving_threads_reads_omp_num_threads_and_defaults_to_one(monkeypatch):

@@ -24,7 +24,7 @@ import pytest
 import requests
 from stand_ins import serve_http
 
-from lab_code import ports, tunnel
+from lab_code.serving import ports, tunnel
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "lab_code" / "assets" / "examples" / "line_sans.png"  # 527x57 pixels
@@ -255,7 +255,8 @@ def test_agent_that_cannot_run(tmp_path, local_server, token):
         tunnel.open_tunnel(local_server, ngrok_path=str(broken))
 
 
-# --- the command line: python -m lab_code.app --tunnel --------------------------------------------
+# --- the command line: python -m lab_code.serving app --tunnel
+# --------------------------------------------
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -265,7 +266,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_cli_without_token_names_the_variable(free_port):
-    cmd = [sys.executable, "-m", "lab_code.app", "--tunnel", "--port", str(free_port)]
+    cmd = [sys.executable, "-m", "lab_code.serving", "app", "--tunnel", "--port", str(free_port)]
     # the timeout only keeps a hang from blocking the suite; it says nothing about speed
     out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
@@ -326,7 +327,7 @@ def test_cli_tunnel_requires_login_and_serves(stand_in, backend_url, free_port):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AuthenticationError
 
-    cmd = [sys.executable, "-m", "lab_code.app", "--tunnel", "--port", str(free_port),
+    cmd = [sys.executable, "-m", "lab_code.serving", "app", "--tunnel", "--port", str(free_port),
            "--backend-url", backend_url]
     env = _env(NGROK_AUTHTOKEN="dummy", PYNGROK_NGROK_PATH=str(stand_in))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,

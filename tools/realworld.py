@@ -28,8 +28,8 @@ from PIL import Image, ImageFilter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lab_code.data import CHARSET  # noqa: E402
-from lab_code.fonts import HELD_OUT_FAMILIES  # noqa: E402
+from lab_code.training.data import CHARSET  # noqa: E402
+from lab_code.training.fonts import HELD_OUT_FAMILIES  # noqa: E402
 
 LICENSES = Path("/usr/share/common-licenses")
 LICENSE_FILES = ("Apache-2.0", "GPL-3", "MPL-2.0", "Artistic", "GFDL-1.3", "LGPL-2.1", "CC0-1.0")

@@ -1,5 +1,5 @@
-"""Take the README's screenshot of the running UI: serve `python -m lab_code.app` on a free port,
-open it in headless Chromium (Playwright driving Debian's /usr/bin/chromium), read an example
+"""Take the README's screenshot of the running UI: serve `python -m lab_code.serving app` on a free
+port, open it in headless Chromium (Playwright driving Debian's /usr/bin/chromium), read an example
 page, and save a small PNG.
 
     python tools/screenshot.py                      # writes notebooks/img/app.png
@@ -36,7 +36,8 @@ def wait_until_up(url: str, server: subprocess.Popen, timeout: float) -> None:
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise ScreenshotError(f"the app exited with status {server.returncode} before it "
-                                  "served the page; run `python -m lab_code.app` to see why")
+                                  "served the page; run `python -m lab_code.serving app` to see "
+                                  "why")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -92,14 +93,15 @@ def take(out: Path, chromium: Path, example: Path, width: int, timeout_s: float)
     if not example.is_file():
         raise ScreenshotError(f"no example image at {example}: pass --example PATH")
     sys.path.insert(0, str(ROOT))
-    from lab_code.ports import free_port
+    from lab_code.serving.ports import free_port
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen([sys.executable, "-m", "lab_code.app", "--host", "127.0.0.1",
+        server = subprocess.Popen([sys.executable, "-m", "lab_code.serving", "app", "--host",
+                                   "127.0.0.1",
                                    "--port", str(port)], cwd=ROOT, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
         try:

@@ -5,6 +5,7 @@
     rebuild  which steps a change of files reruns, and which come from the cache
     hadolint hadolint's findings (the Dockerfile linter)
     cli      the table and `python -m lab_code.dockerfile FILE --changed PATH --lint`
+    engine   whether this machine has a Docker engine at all (Colab and CI have none)
 
 The names below are the ones the lessons use (`from lab_code import dockerfile`).
 """

@@ -1,7 +1,8 @@
 """The explainer's command line: a table of the steps with their explanations, which of them a
 change rebuilds, and hadolint's findings.
 
-    python -m lab_code.dockerfile docker/frontend.Dockerfile --changed lab_code/app.py --lint
+    python -m lab_code.dockerfile docker/frontend.Dockerfile --lint \
+        --changed lab_code/serving/app.py
 """
 
 from __future__ import annotations

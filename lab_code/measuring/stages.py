@@ -2,7 +2,7 @@
 Server-Timing header it answers with, and the client's own clock), drawn as stacked bars; and a
 flame graph of the running service from py-spy, a sampling profiler that attaches to its PID.
 
-    python -m lab_code.stages http://127.0.0.1:8000/ --image line.png
+    python -m lab_code.measuring stages http://127.0.0.1:8000/ --image line.png
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from lab_code import loadgen
+from lab_code.measuring import loadgen
 
-# The service's stages, in the order a request meets them (lab_code.serverless times each).
+# The service's stages, in the order a request meets them (lab_code.serving.serverless times each).
 STAGES = {
     "read": "base64 (or the download)",
     "decode": "PNG/JPEG to pixels",
@@ -124,7 +124,7 @@ def flamegraph(pid: int, out: str | Path, seconds: float = 5.0, rate: int = 250,
                    lines[-1].strip() if lines else "no output")
         if "No stack counts" in why:
             hint = ("no Python code ran while it sampled: put load on the service meanwhile "
-                    "(lab_code.loadgen), or sample for longer")
+                    "(lab_code.measuring.loadgen), or sample for longer")
         elif any("ermission" in line for line in lines):
             hint = ("py-spy needs permission to read another process: run as root, or allow it "
                     "with `sudo sysctl kernel.yama.ptrace_scope=0` (in Docker: --cap-add "
@@ -137,7 +137,7 @@ def flamegraph(pid: int, out: str | Path, seconds: float = 5.0, rate: int = 250,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lab_code.stages",
+        prog="python -m lab_code.measuring stages",
         description="Send one image to the service and print where its time went.")
     parser.add_argument("url", help="the service's POST URL, e.g. http://127.0.0.1:8000/")
     parser.add_argument("--image", type=Path, default=None,
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
         print(f"error: no answer from {args.url} ({reason}): is the service running "
-              "(python -m lab_code.serverless)?", file=sys.stderr)
+              "(python -m lab_code.serving serverless)?", file=sys.stderr)
         return 1
     last = answers[-1]
     if last["status"] != 200:

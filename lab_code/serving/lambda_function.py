@@ -1,8 +1,9 @@
-"""AWS Lambda's entry point: `CMD ["lab_code.lambda_function.handler"]` in docker/lambda.Dockerfile.
+"""AWS Lambda's entry point: `CMD ["lab_code.serving.lambda_function.handler"]` in
+docker/lambda.Dockerfile.
 
 Importing it loads the model, warms it up and builds the app: in Lambda that is the init phase of
 a cold start, which is meant for it, so warm requests reuse the loaded model. Everything else
-(the app, its limits, Mangum) lives in lab_code.serverless, which does nothing at import.
+(the app, its limits, Mangum) lives in lab_code.serving.serverless, which does nothing at import.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from lab_code.threads import limit_children
 # model runs on Mangum's helper thread, which load_recognizer's per-thread setting covers too.
 limit_children(1)
 
-from lab_code import serverless  # noqa: E402 - after the thread settings, on purpose
+from lab_code.serving import serverless  # noqa: E402 - after the thread settings, on purpose
+from lab_code.serving.lambda_adapter import make_handler  # noqa: E402
 
 RECOGNIZER = serverless.load_recognizer()  # $MODEL_PATH, else the bundled model
 serverless.warm_up(RECOGNIZER)
 app = serverless.create_app(RECOGNIZER)
-handler = serverless.make_handler(app)
+handler = make_handler(app)
 MODEL_VERSION = app.state.worker().version  # first 12 hex digits of the model file's SHA-256

@@ -1,7 +1,7 @@
 """Check the machine a learner runs the course on: Python, torch, CPU threads, GPU, the course's
 libraries, and whether the internet and an ngrok token are available.
 
-    python -m lab_code.environment
+    python -m lab_code.measuring environment
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from lab_code.ports import reachable
+from lab_code.serving.ports import reachable
 
 # What the lessons import: the setup cell (Colab) and `make setup` both install these.
 LIBRARIES = ("torch", "gradio", "gradio_client", "fastapi", "mangum", "pyngrok", "wandb",
@@ -82,7 +82,7 @@ def summary(info: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lab_code.environment",
+    parser = argparse.ArgumentParser(prog="python -m lab_code.measuring environment",
                                      description="Print what this machine offers the course.")
     parser.add_argument("--offline", action="store_true", help="skip the internet check")
     return parser

@@ -1,9 +1,9 @@
 """The web UI: a Gradio page (and HTTP API) that reads the text in an uploaded or pasted image,
 with the model in this process or behind a remote backend URL.
 
-    python -m lab_code.app                                   # http://127.0.0.1:7860
-    python -m lab_code.app --backend-url http://127.0.0.1:8000/   # the serverless backend
-    python -m lab_code.app --tunnel                          # a public ngrok URL, login required
+    python -m lab_code.serving app                        # http://127.0.0.1:7860
+    python -m lab_code.serving app --backend-url http://127.0.0.1:8000/   # the serverless backend
+    python -m lab_code.serving app --tunnel               # a public ngrok URL, login required
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import requests
 from PIL import Image
 
 from lab_code import images, preprocess
-from lab_code.ports import in_use_message, port_in_use
+from lab_code.serving.ports import in_use_message, port_in_use
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry unless asked for
-log = logging.getLogger("lab_code.app")  # not __main__ under python -m
+log = logging.getLogger("lab_code.serving.app")  # not __main__ under python -m
 
 TITLE = "Text recognizer"
 # What one visitor may ask of a public page: the same work limits as the backend (lab_code.images,
@@ -232,7 +232,7 @@ def parse_auth(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lab_code.app",
+        prog="python -m lab_code.serving app",
         description="Serve the text recognizer as a web page and HTTP API (Gradio).",
     )
     parser.add_argument("--host", default="127.0.0.1",
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own startup requests
     if args.tunnel:
         try:
-            from lab_code import tunnel  # pyngrok is needed only here
+            from lab_code.serving import tunnel  # pyngrok is needed only here
         except ImportError:
             print("error: --tunnel needs pyngrok: pip install pyngrok, then try again.",
                   file=sys.stderr)

@@ -13,7 +13,7 @@ import os
 from pyngrok import conf, ngrok
 from pyngrok.exception import PyngrokError, PyngrokNgrokInstallError
 
-from lab_code.ports import reachable
+from lab_code.serving.ports import reachable
 
 TOKEN_VAR = "NGROK_AUTHTOKEN"
 TOKEN_PAGE = "https://dashboard.ngrok.com/get-started/your-authtoken"
@@ -68,7 +68,7 @@ def open_tunnel(port: int, host: str = "127.0.0.1", ngrok_path: str | None = Non
         host = "127.0.0.1"
     if not reachable(host, port):
         raise TunnelError(f"Nothing is listening on {host}:{port}: start the server first "
-                          f"(python -m lab_code.app --port {port}), then open the tunnel.")
+                          f"(python -m lab_code.serving app --port {port}), then open the tunnel.")
     _quiet_pyngrok()
     config = conf.PyngrokConfig(auth_token=token, ngrok_path=ngrok_path)
     try:

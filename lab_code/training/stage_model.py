@@ -3,7 +3,7 @@ store it in the local model registry as its next version with a manifest (sha256
 time, code version), point an alias at it, and log it to W&B as an artifact of its training run
 when W&B is available. Serving gets it back, verified, with lab_code.registry.
 
-    python -m lab_code.stage_model --checkpoint runs/recognizer/checkpoint.pt
+    python -m lab_code.training stage_model --checkpoint runs/recognizer/checkpoint.pt
 """
 
 from __future__ import annotations
@@ -56,13 +56,13 @@ def stage(checkpoint: str | os.PathLike, name: str = DEFAULT_MODEL_NAME, alias: 
 
     The manifest describes the version and never changes; which version an alias names is kept
     in aliases.json alone, since a later staging moves the alias."""
-    from lab_code.export import save_torchscript  # training side: only staging needs it
-    from lab_code.train import load_checkpoint
+    from lab_code.training.export import save_torchscript  # training side: only staging needs it
+    from lab_code.training.train import load_checkpoint
 
     checkpoint, registry = Path(checkpoint), Path(registry)
     if not checkpoint.is_file():
         raise StagingError(f"No checkpoint at {checkpoint}: train one with "
-                           "`python -m lab_code.train` first.")
+                           "`python -m lab_code.training train` first.")
     model, ckpt = load_checkpoint(checkpoint)
     folders = model_folder(registry, name).glob("v*")
     versions = [int(p.name[1:]) for p in folders if p.name[1:].isdigit()]
@@ -119,7 +119,8 @@ def bundle(manifest: dict, registry: str | os.PathLike = DEFAULT_REGISTRY) -> Pa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lab_code.stage_model", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lab_code.training stage_model",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="checkpoint.pt to compile and stage")
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME,

@@ -2,7 +2,7 @@
 another on its own keep-alive connection, for a fixed time; it reports throughput, latency
 percentiles, status codes and, from each answer's Server-Timing header, where the time went.
 
-    python -m lab_code.loadgen http://127.0.0.1:8000/ --clients 64 --duration 10
+    python -m lab_code.measuring loadgen http://127.0.0.1:8000/ --clients 64 --duration 10
 
 Each request carries a different image in turn (the real-world set's lines by default), so a
 result cache cannot flatter the numbers. It speaks plain HTTP/1.1 over asyncio streams: a few
@@ -64,7 +64,7 @@ def image_body(path: str | Path) -> bytes:
 
 def realworld_bodies(limit: int | None = None, family: str | None = None) -> list[bytes]:
     """Request bodies for the real-world test set's images (tests/data/realworld of a clone)."""
-    root = Path(__file__).resolve().parent.parent / "tests" / "data" / "realworld"
+    root = Path(__file__).resolve().parents[2] / "tests" / "data" / "realworld"
     labels = root / "labels.json"
     if not labels.is_file():
         raise FileNotFoundError(f"No real-world set at {root}: pass --images, or run from a "
@@ -158,7 +158,7 @@ async def _load(url: str, bodies: Sequence[bytes], clients: int, duration_s: flo
         probe.close()
     except (OSError, TimeoutError) as err:
         raise ConnectionError(f"Nothing answers at {host}:{port} ({type(err).__name__}): start "
-                              "the service first (python -m lab_code.serverless).") from err
+                              "the service first (python -m lab_code.serving serverless).") from err
     start = time.perf_counter()
     measure_from, stop_at = start + warmup_s, start + warmup_s + duration_s
     latencies: list[float] = []
@@ -238,7 +238,7 @@ def run_load(url: str, bodies: Sequence[bytes], clients: int = 16, duration_s: f
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lab_code.loadgen",
+        prog="python -m lab_code.measuring loadgen",
         description="Load the recognizer's HTTP service with concurrent clients and report "
                     "throughput, latency percentiles, statuses and Server-Timing stages.")
     parser.add_argument("url", help="the service's POST URL, e.g. http://127.0.0.1:8000/")
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if all(r["statuses"].get("error", 0) == r["requests"] for r in results):
         print(f"error: no answer from {args.url}: is the service running (python -m "
-              "lab_code.serverless)?", file=sys.stderr)
+              "lab_code.serving.serverless)?", file=sys.stderr)
         return 1
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

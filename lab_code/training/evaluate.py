@@ -2,8 +2,8 @@
 and on clean English lines, size, single-line latency of eager vs TorchScript, and CER per family
 on the real-world set, side by side with Tesseract if asked.
 
-    python -m lab_code.evaluate --checkpoint models/text_recognizer_checkpoint.pt
-    python -m lab_code.evaluate --realworld-only --tesseract --json side_by_side.json
+    python -m lab_code.training evaluate --checkpoint models/text_recognizer_checkpoint.pt
+    python -m lab_code.training evaluate --realworld-only --tesseract --json side_by_side.json
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from lab_code import data, metrics, preprocess
+from lab_code import preprocess
 from lab_code.artifacts import model_version
-from lab_code.metrics import Reading, read_all  # noqa: F401 - part of this module's API
 from lab_code.recognizer import TextRecognizer
+from lab_code.training import data, metrics
+from lab_code.training.metrics import Reading, read_all  # noqa: F401 - part of this module's API
 
 # The committed real-world set (rebuilt by tools/realworld.py); present in a clone of the repo.
-REALWORLD_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "realworld"
+REALWORLD_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "realworld"
 REALWORLD_LABELS = "labels.json"
 
 
@@ -68,7 +69,7 @@ def latency(recognizer: TextRecognizer, checkpoint: Path | None) -> dict[str, fl
            "optimized_ms_p50": p50_ms(lambda: recognizer.model(tensor)),
            "end_to_end_ms_p50": p50_ms(lambda: recognizer.predict(line))}
     if checkpoint is not None:
-        from lab_code.train import load_checkpoint
+        from lab_code.training.train import load_checkpoint
 
         eager, _ = load_checkpoint(checkpoint)
         with torch.inference_mode():
@@ -146,7 +147,7 @@ def realworld(recognizer: TextRecognizer, samples: Sequence[Sample]) -> tuple[di
 def tesseract_readings(samples: Sequence[Sample]) -> tuple[str, list[Reading]]:
     """Tesseract's version and its readings of `samples`, as a user would run it (`--psm 6` for
     a paragraph card, `--psm 7` for a line), timed in a process of its own on one thread."""
-    from lab_code import tesseract
+    from lab_code.training import tesseract
 
     jobs = [(s.path, tesseract.PSM_BLOCK if s.paragraph else tesseract.PSM_LINE) for s in samples]
     answer = tesseract.read_apart(jobs)
@@ -198,7 +199,8 @@ def print_table(result: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lab_code.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lab_code.training evaluate",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None,
                         help="TorchScript model (default: the bundled model)")
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     result: dict = {
-        "command": "python -m lab_code.evaluate " + " ".join(sys.argv[1:] if argv is None
+        "command": "python -m lab_code.training evaluate " + " ".join(sys.argv[1:] if argv is None
                                                              else argv),
         "machine": machine(),
         "model": recognizer.model_path.name,  # a name, not this machine's path

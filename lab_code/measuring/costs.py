@@ -2,9 +2,9 @@
 always-on instance (paid per hour), from a latency and a throughput you measured, with the monthly
 volume at which the instance becomes the cheaper one.
 
-    python -m lab_code.costs --ms-per-request 6.5 --throughput 230
-    python -m lab_code.costs --ms-per-request 6.5 --throughput 230 --memory-mb 1024 1769 \\
-        --instance c7g.large --monthly-requests 1e6 1e7 1e8 --plot costs.png
+    python -m lab_code.measuring costs --ms-per-request 6.5 --throughput 230
+    python -m lab_code.measuring costs --ms-per-request 6.5 --throughput 230 \\
+        --memory-mb 1024 1769 --instance c7g.large --monthly-requests 1e6 1e7 1e8 --plot costs.png
 
 The Lambda model is an approximation, stated plainly: Lambda gives a function CPU in proportion to
 its memory, one full vCPU at 1,769 MB. A CPU-bound, single-threaded request that takes
@@ -393,7 +393,7 @@ def break_even_lines(s: Scenario) -> list[str]:
 def report(s: Scenario, monthly_requests: Sequence[float], free_tier: bool = True) -> str:
     """The whole comparison as text: prices per million, monthly bills, break-even."""
     head = [f"{s.prices.region} on-demand prices read {s.prices.read_on}; they change: re-check "
-            "them at the sources in lab_code/costs.py.",
+            "them at the sources in lab_code/measuring/costs.py.",
             f"{s.ms_one_vcpu:g} ms per request on one vCPU; {s.instance.name} "
             f"(${s.instance.usd_per_hour:g}/h, {s.instance.vcpus} vCPUs) serves "
             f"{s.throughput_per_s:g} requests/s flat out."]
@@ -451,7 +451,7 @@ def plot(s: Scenario, max_instances: int = 3, title: str = ""):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lab_code.costs", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lab_code.measuring costs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ms-per-request", type=float, required=True, metavar="MS",
                         help="time one request takes on one vCPU (measure it, e.g. lesson 07)")

@@ -1,6 +1,6 @@
 """Servers in the background: start `python -m MODULE ...` as a child process, wait until it
 answers, and stop it cleanly. Used by the lessons and tests for the serverless service and the UI;
-`lab_code.ports` finds the free port to give it."""
+`lab_code.serving.ports` finds the free port to give it."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def start_background(args: list[str], ready_url: str, log: str | os.PathLike,
     `cwd` is the folder it runs in (Python looks there first for `-m` modules)."""
     import requests  # only the readiness poll needs it
 
-    package_root = str(Path(__file__).resolve().parents[1])  # this lab_code, installed or not
+    package_root = str(Path(__file__).resolve().parents[2])  # this lab_code, installed or not
     # a PYTHONPATH in `env` comes first: it can serve another checkout's lab_code
     paths = [(env or {}).get("PYTHONPATH"), package_root, os.environ.get("PYTHONPATH")]
     child_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(filter(None, paths))}

@@ -1,7 +1,7 @@
 """Tesseract, the OCR a user would pick instead, loaded once per process through the C API of the
 system's libtesseract (no Python binding to build): the peer the benchmark compares against.
 
-    python -m lab_code.tesseract line.png --psm 7
+    python -m lab_code.training tesseract line.png --psm 7
 
 The benchmark runs it in a process of its own (`read_apart`): torch ships its own OpenMP runtime
 under the same name as the system's, and once torch has loaded it, libtesseract shares it with
@@ -28,7 +28,7 @@ from types import SimpleNamespace
 
 from PIL import Image
 
-from lab_code import metrics
+from lab_code.training import metrics
 
 INSTALL = "apt-get install -y tesseract-ocr tesseract-ocr-eng"
 PSM_BLOCK = 6  # a uniform block of text (paragraphs)
@@ -128,7 +128,7 @@ def read_apart(jobs: Sequence[tuple[str | Path, int]], warmup: int = 3,
                "language": language}
     limit = START_S + PER_IMAGE_S * (len(request["jobs"]) + warmup)
     try:
-        done = subprocess.run([sys.executable, "-m", "lab_code.tesseract", "--bench"],
+        done = subprocess.run([sys.executable, "-m", "lab_code.training", "tesseract", "--bench"],
                               input=json.dumps(request), capture_output=True, text=True,
                               env={**os.environ, "OMP_THREAD_LIMIT": "1"}, check=False,
                               timeout=limit)
@@ -143,7 +143,8 @@ def read_apart(jobs: Sequence[tuple[str | Path, int]], warmup: int = 3,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lab_code.tesseract", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lab_code.training tesseract",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", type=Path, metavar="IMAGE", help="image file")
     parser.add_argument("--psm", type=int, default=PSM_LINE,

@@ -1,10 +1,10 @@
 """The recognizer behind LitServe, which batches on the server: requests that reach its worker
 within --batch-timeout of each other (at most --max-batch-size) share one pass of the model.
 
-    python -m lab_code.batching --port 8001      # then POST {"image": "<base64 PNG>"} to /predict
+    python -m lab_code.serving batching --port 8001   # POST {"image": "<base64 PNG>"} to /predict
 
-It takes the course service's JSON (lab_code.serverless) and answers with its sentences, status
-codes and Server-Timing stages, plus `batch;desc=N` (the requests that shared the pass). What
+It takes the course service's JSON (lab_code.serving.serverless) and answers with its sentences,
+status codes and Server-Timing stages, plus `batch;desc=N` (the requests that shared the pass). What
 LitServe 0.2.19's source says, and what this module does about it:
 
 - max_batch_size and batch_timeout go to LitAPI (LitServer's are deprecated, gone in 0.3). The
@@ -25,7 +25,7 @@ LitServe 0.2.19's source says, and what this module does about it:
   encode_response answers it alone.
 - `timeout` bounds only the time a request waits in the queue (504); nothing bounds how many
   wait (no 503), and max_payload_size is unset by default (no limit on a body): here
-  lab_code.serverless.RequestGuard refuses bodies over 6 MB, as the service does.
+  lab_code.serving.RequestGuard refuses bodies over 6 MB, as the service does.
 
 Importing litserve sets its logger's level and handler, so it is imported on first use of
 RecognizerAPI or build_server, never by importing this module. `image_url` is refused: there is
@@ -48,23 +48,29 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lab_code import serverless, urlfetch
+from lab_code import urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
-from lab_code.ports import in_use_message, port_in_use
 from lab_code.recognizer import TextRecognizer, page_text
+from lab_code.serving import serverless
+from lab_code.serving.errors import ApiError, error_response, validation_message
+from lab_code.serving.guard import RequestGuard
+from lab_code.serving.limits import ServiceLimits
+from lab_code.serving.ports import in_use_message, port_in_use
+from lab_code.serving.schemas import EXAMPLE, PredictRequest
 from lab_code.threads import limit_children, serving_threads
+from lab_code.timings import server_timing, stage
 
 if TYPE_CHECKING:
     import litserve
 
 API_PATH = "/predict"  # LitAPI's default route
 MAX_BATCH_SIZE, BATCH_TIMEOUT_S, WORKERS = 16, 0.005, 1
-QUEUE_TIMEOUT_S = serverless.ServiceLimits().deadline_s  # a request waits this long at most (504)
-# LitServer.run takes only these (and "::", which lab_code.ports' IPv4 check cannot test)
+QUEUE_TIMEOUT_S = ServiceLimits().deadline_s  # a request waits this long at most (504)
+# LitServer.run takes only these (and "::", which lab_code.serving.ports' IPv4 check cannot test)
 HOSTS = ("127.0.0.1", "0.0.0.0")
 NO_URLS = ('This server reads only "image" (a base64 PNG or JPEG) and fetches no URLs: send the '
            "image's bytes instead.")
-NO_IMAGE = f'Send "image" (a base64 PNG or JPEG), like {serverless.EXAMPLE}.'
+NO_IMAGE = f'Send "image" (a base64 PNG or JPEG), like {EXAMPLE}.'
 INSTALL = 'LitServe is not installed: pip install litserve (or pip install -e ".[fast]").'
 
 
@@ -80,7 +86,7 @@ class Job:
     batch: int = 0
 
 
-def decode(request: serverless.PredictRequest, limits: serverless.ServiceLimits) -> Job:
+def decode(request: PredictRequest, limits: ServiceLimits) -> Job:
     """The request's image as line arrays under the service's work limits, or its refusal."""
     job = Job()
     if request.image_url is not None:
@@ -89,8 +95,9 @@ def decode(request: serverless.PredictRequest, limits: serverless.ServiceLimits)
         job.error = (400, NO_IMAGE)
     else:
         try:
-            job.lines = serverless.request_lines(request, limits, timings=job.timings)
-        except serverless.ApiError as err:
+            source, name = serverless.request_source(request)
+            job.lines = serverless.request_lines(source, name, limits, timings=job.timings)
+        except ApiError as err:
             job.error = (err.status, err.message)
     return job
 
@@ -102,7 +109,7 @@ def recognize(recognizer: TextRecognizer, jobs: list[Job]) -> list[Job]:
     timings: dict[str, float] = {}
     texts: list[str] = []
     if flat:
-        with serverless.stage(timings, "model"):
+        with stage(timings, "model"):
             texts = recognizer.predict_lines(flat)
     at = 0
     for job in jobs:
@@ -115,7 +122,7 @@ def recognize(recognizer: TextRecognizer, jobs: list[Job]) -> list[Job]:
 
 def answer(job: Job, version: str) -> JSONResponse:
     """The service's answer for one job: its JSON, or its one-sentence error, with Server-Timing."""
-    timing = ", ".join(filter(None, [serverless.server_timing(job.timings),
+    timing = ", ".join(filter(None, [server_timing(job.timings),
                                      f"batch;desc={job.batch}"]))
     headers = {"server-timing": timing}
     if job.error is not None:
@@ -137,10 +144,10 @@ def _api_class() -> type:
             self.recognizer = serverless.load_recognizer()  # $MODEL_PATH, else the bundled one
             serverless.warm_up(self.recognizer)
             self.version = model_version(self.recognizer.model_path)
-            self.limits = serverless.ServiceLimits()
+            self.limits = ServiceLimits()
 
         # the annotation makes FastAPI read and check the JSON body, as the service does
-        def decode_request(self, request: serverless.PredictRequest) -> Job:
+        def decode_request(self, request: PredictRequest) -> Job:
             return decode(request, self.limits)
 
         def batch(self, inputs: list[Job]) -> list[Job]:
@@ -192,7 +199,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
                    "the server).")
     elif exc.status_code == 405 and "POST" in (exc.headers or {}).get("Allow", "POST"):
         message = (f"{request.method} is not allowed on {path}: use POST with a JSON body like "
-                   f"{serverless.EXAMPLE}.")
+                   f"{EXAMPLE}.")
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {path}: POST your JSON to {API_PATH}."
     elif exc.status_code == 504:
@@ -202,14 +209,14 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         message = "Something went wrong on the server: see its log."
     else:
         message = str(exc.detail).rstrip(".") + "."
-    return serverless.error_response(exc.status_code, message, headers=exc.headers)
+    return error_response(exc.status_code, message, headers=exc.headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     if not request.headers.get("content-type"):  # LitServe's app reads JSON only when it says so
-        return serverless.error_response(400, "The body has no Content-Type: send JSON with "
+        return error_response(400, "The body has no Content-Type: send JSON with "
                                               "Content-Type: application/json.")
-    return serverless.error_response(400, serverless.validation_message(request, exc))
+    return error_response(400, validation_message(request, exc))
 
 
 def build_server(max_batch_size: int = MAX_BATCH_SIZE, batch_timeout: float = BATCH_TIMEOUT_S,
@@ -221,7 +228,7 @@ def build_server(max_batch_size: int = MAX_BATCH_SIZE, batch_timeout: float = BA
 
     server = ls.LitServer(make_api(max_batch_size, batch_timeout), accelerator="cpu",
                           workers_per_device=workers, timeout=QUEUE_TIMEOUT_S,
-                          middlewares=[(serverless.RequestGuard, {})])  # 6 MB, JSON 500s, a log
+                          middlewares=[(RequestGuard, {})])  # 6 MB, JSON 500s, a log
     server.app.add_exception_handler(StarletteHTTPException, _http_error)
     server.app.add_exception_handler(RequestValidationError, _validation_error)
     server.uvicorn_graceful_timeout = 5  # seconds a stopping uvicorn process waits for its requests
@@ -231,9 +238,9 @@ def build_server(max_batch_size: int = MAX_BATCH_SIZE, batch_timeout: float = BA
 # --- the command line -------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lab_code.batching",
+        prog="python -m lab_code.serving batching",
         description="Serve the recognizer with LitServe, which batches requests on the server: "
-                    f"POST {serverless.EXAMPLE} to http://HOST:PORT{API_PATH}.",
+                    f"POST {EXAMPLE} to http://HOST:PORT{API_PATH}.",
         epilog=f"Environment: {serverless.MODEL_ENV} = a TorchScript model file to serve "
                "(default: bundled). Needs LitServe: pip install litserve.",
     )
@@ -256,8 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _stop_on_sigterm() -> None:
     """LitServe shuts its processes down on KeyboardInterrupt (Ctrl+C); make SIGTERM (what
-    lab_code.processes, docker stop and systemd send) do the same in this process, and leave the
-    processes it forks (uvicorn's, the Manager) with the default, which LitServe stops them by."""
+    lab_code.serving.processes, docker stop and systemd send) do the same in this process, and
+    leave the processes it forks (uvicorn's, the Manager) with the default, which LitServe stops
+    them by."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 

@@ -1,8 +1,9 @@
-"""Lesson 07's service benchmark: the same load (lab_code.loadgen) against several ways of serving
-the recognizer, started one after another on this machine in one run, and one line read end to
-end in-process before and after; `plot` draws the committed results for the notebook.
+"""Lesson 07's service benchmark: the same load (lab_code.measuring.loadgen) against several ways
+of serving the recognizer, started one after another on this machine in one run, and one line
+read end to end in-process before and after; `plot` draws the committed results for the notebook.
 
-    python -m lab_code.service_benchmark --out profiling/results/fast_and_cheap --baseline 3be4c02
+    python -m lab_code.measuring service_benchmark --out profiling/results/fast_and_cheap \
+        --baseline 3be4c02
 
 `--baseline REF` serves a git commit's lab_code (e.g. the last one before lesson 07's changes)
 next to this checkout's, with this checkout's model in both, so the ratios compare two serving
@@ -26,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab_code import loadgen, serverless
 from lab_code.artifacts import bundled_model_path, model_version
-from lab_code.ports import free_port
-from lab_code.processes import start_background, stop_background
+from lab_code.measuring import loadgen
+from lab_code.serving.ports import free_port
+from lab_code.serving.processes import start_background, stop_background
+from lab_code.serving.runner import wait_for_workers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REALWORLD = ROOT / "tests" / "data" / "realworld"
 
 
@@ -49,10 +51,11 @@ class Config:
     repeat_images: int = 0  # send only this many distinct images (to show the cache); 0: all
 
 
-SERVICE = ("lab_code.serverless", "--port", "PORT")
-BATCHING = ("lab_code.batching", "--port", "PORT")
+SERVICE = ("lab_code.serving", "serverless", "--port", "PORT")
+BATCHING = ("lab_code.serving", "batching", "--port", "PORT")
+BASELINE_SERVICE = ("lab_code.serverless", "--port", "PORT")  # the baseline commit's own layout
 CONFIGS = {
-    "before": Config("main before lesson 07 (1 process)", SERVICE, source="baseline"),
+    "before": Config("main before lesson 07 (1 process)", BASELINE_SERVICE, source="baseline"),
     "unoptimized": Config("1 worker, model as saved", (*SERVICE, "--workers", "1",
                                                         "--no-optimize")),
     "frozen": Config("1 worker, frozen + widths of 64", (*SERVICE, "--workers", "1")),
@@ -119,7 +122,7 @@ def serve_and_load(config: Config, clients: list[int], bodies: list[bytes], dura
         return {"skipped": str(err)}
     try:
         if workers_of(args) > 1:  # one worker answered /health: ready (the baseline logs none)
-            serverless.wait_for_workers(log, workers_of(args))
+            wait_for_workers(log, workers_of(args))
         time.sleep(0.5)
         url = f"http://127.0.0.1:{port}{config.path}"
         sent = bodies[: config.repeat_images] if config.repeat_images else bodies
@@ -290,7 +293,7 @@ def plot(results: dict[str, Any], configs: tuple[str, ...] | None = None):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lab_code.service_benchmark",
+        prog="python -m lab_code.measuring service_benchmark",
         description="Load several ways of serving the recognizer, one after another, with the "
                     "same clients and images; write results.json and service.png.")
     parser.add_argument("--out", type=Path, default=Path("profiling/out/fast_and_cheap"),
@@ -333,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
         results: dict[str, Any] = {
-            "command": "python -m lab_code.service_benchmark " + " ".join(argv or sys.argv[1:]),
+            "command": "python -m lab_code.measuring service_benchmark "
+                       + " ".join(argv or sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "baseline": args.baseline, "model_version": model_version(bundled_model_path()),
             "machine": machine(),

@@ -2,8 +2,8 @@
 and Perfetto), time it at several batch sizes, and compare reading a page line by line with
 reading it as one batch.
 
-    python -m lab_code.profiling --batch-sizes 1 16
-    python -m lab_code.profiling --sweep --out profiling/out/sweep
+    python -m lab_code.measuring profiling --batch-sizes 1 16
+    python -m lab_code.measuring profiling --sweep --out profiling/out/sweep
 
 It runs on text lines rendered once and shipped with the package, so it never needs the training
 code. Latency comes from separate timed runs, never from profiled ones (the profiler slows
@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -38,8 +32,8 @@ from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trac
 from lab_code import preprocess
 from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.devices import DeviceError, resolve_device
-from lab_code.ports import free_port  # noqa: F401 - part of this module's API
-from lab_code.recognizer import TextRecognizer
+from lab_code.measuring.traces import trace_gpu_busy_pct
+from lab_code.recognizer import TextRecognizer, read_lines
 
 ASSET = "profiling_lines.npz"  # 64 rendered English lines, preprocessed (see load_lines)
 DEFAULT_OUT = Path("profiling/out")
@@ -136,45 +130,6 @@ def op_costs(prof: profile, batch_size: int) -> dict[str, float]:
     costs = {e.key: e.self_cpu_time_total / 1000.0 / steps / batch_size
              for e in prof.key_averages() if not e.key.startswith("ProfilerStep")}
     return dict(sorted(costs.items(), key=lambda kv: kv[1], reverse=True))
-
-
-def _union_us(intervals: list[tuple[float, float]]) -> float:
-    """Total length covered by (start, end) intervals, overlaps counted once."""
-    total, end = 0.0, float("-inf")
-    for a, b in sorted(intervals):
-        if b <= end:
-            continue
-        total += b - max(a, end)
-        end = b
-    return total
-
-
-def gpu_busy_pct(trace: dict) -> float | None:
-    """Share of the profiled steps' wall time during which at least one GPU kernel ran (0-100).
-
-    Kernel intervals (events of category 'kernel') are merged, so concurrent kernels count once;
-    the span runs from the first ProfilerStep's start to the end of the last step or kernel.
-    None when the trace has no kernels (a CPU run).
-    """
-    events = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X" and "dur" in e]
-    kernels = [(e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "kernel"]
-    steps = [(e["ts"], e["ts"] + e["dur"]) for e in events
-             if str(e.get("name", "")).startswith("ProfilerStep#")
-             and not str(e.get("cat", "")).startswith("gpu")]
-    if not kernels or not steps:
-        return None
-    start = min(a for a, _ in steps)
-    end = max(max(b for _, b in steps), max(b for _, b in kernels))
-    busy = _union_us([(max(a, start), min(b, end)) for a, b in kernels if b > start])
-    return round(100.0 * busy / (end - start), 2)
-
-
-def trace_gpu_busy_pct(path: str | os.PathLike) -> float | None:
-    """gpu_busy_pct of a .pt.trace.json file (plain or gzip)."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return gpu_busy_pct(json.load(f))
 
 
 # --- timing -------------------------------------------------------------------------------------
@@ -368,10 +323,9 @@ def read_line_by_line(model: Callable[[torch.Tensor], list[str]], page: Image.Im
 
 def read_as_one_batch(model: Callable[[torch.Tensor], list[str]], page: Image.Image,
                       device: str | torch.device = "cpu") -> list[str]:
-    """Split the page into lines, then one call for all of them: TextRecognizer.predict_lines."""
-    on_device = SimpleNamespace(model=lambda batch: model(batch.to(device)), width_step=1)
-    # predict_lines needs only `.model` and `.width_step` (1: no rounding, as read_line_by_line)
-    return TextRecognizer.predict_lines(on_device, preprocess.line_arrays(page))
+    """Split the page into lines, then one call for all of them, as TextRecognizer.predict_lines
+    does (widths not rounded up, as in read_line_by_line)."""
+    return read_lines(lambda batch: model(batch.to(device)), preprocess.line_arrays(page))
 
 
 def compare_page(model: torch.jit.ScriptModule, page: Image.Image,
@@ -429,80 +383,6 @@ def noise_note(records: Sequence[dict] = (), page: dict | None = None) -> str:
     return f"timings look steady: the slow runs stayed within x{worst:.2f} of the typical one"
 
 
-# --- TensorBoard with the torch-tb-profiler plugin ----------------------------------------------
-
-
-@dataclass
-class TensorBoard:
-    """A TensorBoard server running as a child process; `stop()` ends it."""
-
-    process: subprocess.Popen
-    url: str
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_tensorboard(logdir: str | os.PathLike, port: int | None = None,
-                      host: str = "127.0.0.1") -> TensorBoard:
-    """Start `tensorboard --logdir LOGDIR --host 127.0.0.1 --port PORT` in the background."""
-    port = port or free_port(host)
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-           "--host", host, "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return TensorBoard(proc, f"http://{host}:{port}")
-
-
-def get_json(url: str) -> object:
-    """GET a JSON answer from a local server (gunzipped when the server gzips it)."""
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        body = resp.read()
-    if body[:2] == b"\x1f\x8b":  # the plugin gzips its JSON answers
-        body = gzip.decompress(body)
-    return json.loads(body)
-
-
-def tensorboard_runs(tb: TensorBoard, expect: int = 1, timeout: float = 60.0) -> list[str]:
-    """The runs the profiler plugin lists (`/data/plugin/pytorch_profiler/runs`), asking again
-    until at least `expect` are there or `timeout` seconds pass (it loads traces in the background).
-    """
-    deadline = time.monotonic() + timeout
-    runs: list[str] = []
-    while time.monotonic() < deadline:
-        if tb.process.poll() is not None:
-            raise RuntimeError(f"TensorBoard exited with code {tb.process.returncode}: run "
-                               "`pip install tensorboard torch-tb-profiler` and try again.")
-        with contextlib.suppress(urllib.error.URLError, ConnectionError, ValueError, TimeoutError):
-            answer = get_json(f"{tb.url}/data/plugin/pytorch_profiler/runs")
-            runs = list(answer.get("runs", []) if isinstance(answer, dict) else answer)
-            if len(runs) >= expect:
-                return runs
-        time.sleep(0.5)
-    return runs
-
-
-def tensorboard_views(tb: TensorBoard, run: str) -> list[str]:
-    """The views (Overview, Operator, Trace, Memory...) the profiler plugin offers for a run."""
-    query = urllib.parse.urlencode({"run": run})
-    return list(get_json(f"{tb.url}/data/plugin/pytorch_profiler/views?{query}"))
-
-
-@contextlib.contextmanager
-def tensorboard(logdir: str | os.PathLike, port: int | None = None) -> Iterator[TensorBoard]:
-    """`with tensorboard(dir) as tb:` ... the server is stopped when the block ends."""
-    tb = start_tensorboard(logdir, port)
-    try:
-        yield tb
-    finally:
-        tb.stop()
-
-
 # --- command line -------------------------------------------------------------------------------
 
 
@@ -514,7 +394,8 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lab_code.profiling", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lab_code.measuring profiling",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--batch-sizes", type=positive_int, nargs="+", default=None, metavar="N",
@@ -585,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     arrays, _ = load_lines()
     records = run_study(model, arrays, batch_sizes, args.out, device, args.repeats, args.width)
     page = compare_page(model, page_from_lines(arrays), device, args.page_repeats)
-    command = " ".join(["python -m lab_code.profiling", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m lab_code.measuring profiling",
+                        *(sys.argv[1:] if argv is None else argv)])
     written = write_results(args.out, records, page, device, args.width, command, args.model)
     print(report(records, page))
     print(f"\nwrote {', '.join(map(str, written))} and traces in {args.out / 'traces'}/ "

@@ -17,6 +17,8 @@ from pathlib import Path
 import matplotlib
 from PIL import Image, ImageDraw, ImageFont
 
+from lab_code.training.charset import CHARSET
+
 # Families the real-world test set is rendered in (headless Chromium uses these system
 # fonts): never used for training. Matched on the name table, not on the file path.
 HELD_OUT_FAMILIES = frozenset({
@@ -104,13 +106,12 @@ def held_out_fonts(chars: str) -> tuple[Path, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog="python -m lab_code.fonts",
+    return argparse.ArgumentParser(prog="python -m lab_code.training fonts",
                                    description="List the training and held-out font families.")
 
 
 def main(argv: list[str] | None = None) -> int:
     build_parser().parse_args(argv)
-    from lab_code.data import CHARSET
     paths = training_fonts(CHARSET)
     families = sorted({family(p) for p in paths})
     print(f"{len(paths)} training font files, {len(families)} families")

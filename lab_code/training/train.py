@@ -1,6 +1,6 @@
 """Train the line recognizer on synthetic lines with CTC loss; report CER on the held-out set.
 
-    python -m lab_code.train --steps 4500 --out runs/recognizer
+    python -m lab_code.training train --steps 4500 --out runs/recognizer
 
 writes `checkpoint.pt` (weights + config) and `metrics.json` into `--out`. CPU by default,
 CUDA when present (`--device auto`). With `--wandb offline|online` the run is also logged to W&B.
@@ -21,9 +21,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import lab_code
-from lab_code import artifacts, data, preprocess
+from lab_code import artifacts, preprocess
 from lab_code.devices import DeviceError, resolve_device
-from lab_code.model import LineRecognizer, count_parameters
+from lab_code.training import data
+from lab_code.training.model import LineRecognizer, count_parameters
 
 
 @dataclass
@@ -204,7 +205,7 @@ def default_threads(workers: int) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m lab_code.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lab_code.training train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/recognizer"),
                         help="folder for checkpoint.pt and metrics.json (default: %(default)s)")

@@ -1,8 +1,8 @@
 """Synthetic training data: text lines rendered with Pillow in many installed fonts (see
-lab_code.fonts), with screen and camera augmentation, deterministic seeding and a fixed
+lab_code.training.fonts), with screen and camera augmentation, deterministic seeding and a fixed
 held-out test set.
 
-Run `python -m lab_code.data --out DIR` to save a few sample images and see what the model
+Run `python -m lab_code.training data --out DIR` to save a few sample images and see what the model
 learns from.
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from lab_code import fonts as font_files
-from lab_code import metrics, preprocess
+from lab_code import preprocess
+from lab_code.training import fonts as font_files
+from lab_code.training import metrics
+from lab_code.training.charset import CHARSET
 
-PUNCTUATION = ".,;:'\"!?-()"
-CHARSET = string.ascii_uppercase + string.ascii_lowercase + string.digits + " " + PUNCTUATION
 MAX_CHARS = 60
 TEST_SEED = 20_240_601  # the held-out set's own seed; training seeds never equal it
 TEST_SIZE = 600
@@ -49,7 +49,7 @@ def english_lines() -> list[str]:
 
 @functools.cache
 def fonts() -> tuple[Path, ...]:
-    """Training font files (sorted; held-out families excluded): see lab_code.fonts."""
+    """Training font files (sorted; held-out families excluded): see lab_code.training.fonts."""
     return font_files.training_fonts(CHARSET)
 
 
@@ -373,7 +373,7 @@ def training_batches(seed: int, batch_size: int) -> Iterator[tuple[list[np.ndarr
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lab_code.data",
+        prog="python -m lab_code.training data",
         description="Render sample training lines (random style) to PNG files to look at.",
     )
     parser.add_argument("--out", type=Path, default=Path("samples"), help="folder for the PNGs")

@@ -2,7 +2,7 @@
 `torch.jit.trace` for contrast (and what it gets wrong here), an eager-vs-compiled parity check,
 and `torch.export` (.pt2), the maintained successor, side by side.
 
-    python -m lab_code.export runs/recognizer/checkpoint.pt --out model.pt --pt2 model.pt2
+    python -m lab_code.training export runs/recognizer/checkpoint.pt --out model.pt --pt2 model.pt2
 
 TorchScript is deprecated since torch 2.13 (it still works, and loads without Python model code);
 new projects should prefer `torch.export`. This course teaches both.
@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lab_code import data, preprocess
+from lab_code import preprocess
 from lab_code.artifacts import load_torchscript, quiet_torchscript
-from lab_code.model import LineRecognizer, LogitsOnly
-from lab_code.train import load_checkpoint
+from lab_code.training import data
+from lab_code.training.model import LineRecognizer, LogitsOnly
+from lab_code.training.train import load_checkpoint
 
 
 def script(model: LineRecognizer) -> torch.jit.ScriptModule:
@@ -165,9 +166,10 @@ def load_pt2(path: str | Path) -> torch.nn.Module:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lab_code.export", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lab_code.training export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="checkpoint.pt written by lab_code.train")
+    parser.add_argument("checkpoint", type=Path,
+                        help="checkpoint.pt written by lab_code.training.train")
     parser.add_argument("--out", type=Path, default=Path("text_recognizer.pt"),
                         help="TorchScript file to write (default: %(default)s)")
     parser.add_argument("--pt2", type=Path, default=None, help="also write a torch.export .pt2")
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.checkpoint.is_file():
         print(f"error: no checkpoint at {args.checkpoint}: train one with "
-              "`python -m lab_code.train` first.", file=sys.stderr)
+              "`python -m lab_code.training train` first.", file=sys.stderr)
         return 1
     model, _ = load_checkpoint(args.checkpoint)
     save_torchscript(model, args.out)

@@ -1,0 +1,8 @@
+"""`python -m lab_code.serving COMMAND ...`: lab_code.commands runs the side's modules."""
+
+import sys
+from pathlib import Path
+
+from lab_code.commands import main
+
+sys.exit(main("lab_code.serving", Path(__file__).parent))
