@@ -37,7 +37,6 @@ from lab_code.serving import runner
 from lab_code.serving.cache import ResultCache
 from lab_code.serving.errors import ApiError, add_error_handlers
 from lab_code.serving.guard import RequestGuard
-from lab_code.serving.lambda_adapter import make_handler  # noqa: F401 - the Lambda entry uses it
 from lab_code.serving.limits import Counter, ServiceLimits
 from lab_code.serving.logs import log_request
 from lab_code.serving.ports import in_use_message, port_in_use
