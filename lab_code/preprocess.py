@@ -302,6 +302,18 @@ def _clean(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _dropped(voted: np.ndarray, cleaned: np.ndarray) -> np.ndarray:
+    """Pixels at or next to what `_clean` removed from the voted mask (rims, rules, frame
+    edges): no small mark is looked for there."""
+    removed = voted & ~cleaned
+    near = removed.copy()
+    near[1:] |= removed[:-1]
+    near[:-1] |= removed[1:]
+    near[:, 1:] |= near[:, :-1].copy()
+    near[:, :-1] |= near[:, 1:].copy()
+    return near
+
+
 def _merge(bands: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Merge every band much thinner than the tallest (a stray dot, an accent, descenders left
     apart from their line) into its closer neighbour, in one pass: O(number of bands)."""
@@ -327,24 +339,114 @@ def _merge(bands: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
+MARK_GAP = 0.6  # ink this close to a line (in line heights, sideways) is part of it,
+MARK_REACH = 1.5  # up to this far from the text's own ink in all (a final "...")
+MARK_ROWS = 0.6  # and up or down by this much (the dot of an i over a line without capitals)
+MARK_WIDTH = 0.8  # a mark above or below a line is at most this wide (in line heights)
+
+
+def _marks(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where a line's small marks are looked for (a final full stop, a colon, the dot of an i,
+    a thin stroke the vote erases), and the faint ink around them: pixels above half the
+    threshold. A mark is an ink pixel with faint ink beside it (8-neighbours), without the
+    majority vote; at 100 dpi a full stop is one dark pixel in a grey halo, while a lone pixel
+    on a clean background is a speck. Faint ink tells rules and frame edges apart from marks."""
+    faint = ink > INK_THRESHOLD / 2
+    halo = np.pad(faint, 1)
+    h, w = ink.shape
+    votes = sum(halo[dy : dy + h, dx : dx + w].astype(np.uint8)
+                for dy in range(3) for dx in range(3))
+    return (ink > INK_THRESHOLD) & (votes >= 2), faint
+
+
+def _walk(profile: np.ndarray, start: int, stop: int, wall: np.ndarray, reach: int,
+          clear: int) -> int:
+    """How many positions from `start` towards `stop` (excluded) a run of marks covers along
+    a 1-D `profile` of mark pixels: marks may be `clear` - 1 positions apart, and must end in
+    `clear` empty positions, in `stop` or in a `wall` with one empty position before it. Marks
+    that go on past `reach` are not marks (noise, a texture, another line's ink): 0."""
+    step = 1 if stop > start else -1
+    covered, i = 0, 0
+    while True:
+        at = start + i * step
+        if at == stop:
+            return covered
+        if wall[at]:
+            return covered if i > covered or covered == 0 else 0
+        if profile[at]:
+            if i >= reach:
+                return 0
+            covered = i + 1
+        elif i + 1 - covered >= clear:
+            return covered
+        i += 1
+
+
+def _grow(marks: np.ndarray, faint: np.ndarray, box: tuple[int, int, int, int],
+          above: int, below: int) -> tuple[int, int, int, int]:
+    """A line box (top, bottom, left, right) grown over the small marks next to it that the
+    noise filter erased (see `_marks`): sideways by at most MARK_REACH line heights, marks at
+    most MARK_GAP apart; then up and down by at most MARK_ROWS, no further than rows `above`
+    and `below` (where the neighbouring lines' room starts). A column that faint ink fills
+    mostly, or that reaches well out of the line both up and down (a rule, a frame's edge,
+    whole or broken), and a row with a run of faint ink longer than MARK_WIDTH line heights
+    (an underline, a frame's top) are walls. Marks that run on past the reach are noise
+    and add nothing; specks further away are never reached. Cost: O(pixels around the box)."""
+    top, bottom, left, right = box
+    height = bottom - top
+    gap = max(2, round(MARK_GAP * height))
+    reach = max(gap, round(MARK_REACH * height))
+    r0, r1 = max(above, top - height // 2), min(below, bottom + height // 2)
+    counts = marks[r0:r1].sum(axis=0)
+    column, out = faint[r0:r1].copy(), height // 4
+    for shift in (1, 2):  # two columns either way: a frame seen at a slant is a wall too
+        column[:, shift:] |= faint[r0:r1, :-shift]
+        column[:, :-shift] |= faint[r0:r1, shift:]
+    wall = column.sum(axis=0) >= 0.7 * (r1 - r0)
+    if top - r0 > out and r1 - bottom > out:  # or reaches well out of the line, up and down
+        wall |= column[: top - r0 - out].any(axis=0) & column[bottom - r0 + out :].any(axis=0)
+    right += _walk(counts, right, marks.shape[1], wall, reach, gap)
+    left -= _walk(counts, left - 1, -1, wall, reach, gap)
+    vreach = max(1, round(MARK_ROWS * height))
+    vclear = max(3, round(0.25 * height))
+    r0, r1 = max(above, top - vreach - 1), min(below, bottom + vreach + 1)
+    near = marks[r0:r1, left:right]
+    rows = np.zeros(marks.shape[0], dtype=np.int64)
+    wall = np.zeros(marks.shape[0], dtype=bool)
+    rows[r0:r1] = near.sum(axis=1)
+    wall[r0:r1] = _longest_runs(faint[r0:r1, left:right]) > max(3, MARK_WIDTH * height)
+    top -= _walk(rows, top - 1, max(above, r0) - 1, wall, vreach, vclear)
+    bottom += _walk(rows, bottom, min(below, r1), wall, vreach, vclear)
+    return top, bottom, left, right
+
+
 def line_boxes(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Boxes (top, bottom, left, right) of the text lines in an ink map, top to bottom.
 
     Rims, borders and frame edges are removed first; rows with ink form bands; bands much
     thinner than the tallest one are merged into their nearest neighbour, so a page splits into
-    whole lines. Cost: O(pixels) for the mask, O(bands) for the merge.
+    whole lines. Each box then takes in the small marks next to its text that the noise filter
+    erased (see `_grow`). Cost: O(pixels) for the mask, O(bands) for the merge.
     """
-    mask = _clean(_mask(ink))
+    voted = _mask(ink)
+    mask = _clean(voted)
     rows = _spans(mask.any(axis=1))
     if not rows:
         return []
+    dropped = _dropped(voted, mask)
+    marks, faint = _marks(ink)
+    marks &= ~dropped
+    bands = [(top, bottom) for top, bottom in _merge(rows)
+             if bottom - top >= MIN_LINE or len(rows) == 1]
     boxes = []
-    for top, bottom in _merge(rows):
-        if bottom - top < MIN_LINE and len(rows) > 1:
-            continue
+    for i, (top, bottom) in enumerate(bands):
         cols = np.flatnonzero(mask[top:bottom].any(axis=0))
-        if cols.size:
-            boxes.append((top, bottom, int(cols[0]), int(cols[-1]) + 1))
+        if not cols.size:
+            continue
+        above = (bands[i - 1][1] + top + 1) // 2 if i else 0
+        below = (bottom + bands[i + 1][0]) // 2 if i + 1 < len(bands) else ink.shape[0]
+        box = (top, bottom, int(cols[0]), int(cols[-1]) + 1)
+        boxes.append(_grow(marks, faint, box, above, below))
     return boxes
 
 
@@ -390,11 +492,14 @@ def line_arrays(img: Image.Image) -> list[np.ndarray]:
 def line_array(img: Image.Image) -> np.ndarray:
     """The whole image taken as one line (used for training images, which hold one line)."""
     ink = ink_map(img)
-    mask = _clean(_mask(ink))  # a rim or border around the crop is not part of the line
+    voted = _mask(ink)
+    mask = _clean(voted)  # a rim or border around the crop is not part of the line
     if not mask.any():
         return np.zeros((HEIGHT, HEIGHT // 2), dtype=np.float32)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    marks, faint = _marks(ink)
+    box = _grow(marks & ~_dropped(voted, mask), faint, box, 0, ink.shape[0])
     return crop_line(ink, box)
 
 

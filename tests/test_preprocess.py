@@ -244,3 +244,110 @@ def test_faint_light_text_on_a_grey_card_in_a_lighter_surround_keeps_its_strokes
     img = _on_surround(_recolour(_line(), ink=(190,) * 3, paper=(160,) * 3), 250, pad=40)
     a = _same_line(img)
     assert a.mean() < 0.5 and a.max() > 0.8
+
+
+# --- small marks: the noise filter erases them, the line's box takes them back ----------------
+
+TOP, BOTTOM, RIGHT = 12, 24, 60  # a hand-made line: 2-px strokes from column 6 to RIGHT
+
+
+def _strokes(shape=(40, 120), top=TOP, bottom=BOTTOM, right=RIGHT) -> np.ndarray:
+    """An ink map holding one line of 2-px wide strokes (what the vote keeps), 12 rows high."""
+    ink = np.zeros(shape, dtype=np.float32)
+    for x in range(6, right, 4):
+        ink[top:bottom, x : x + 2] = 1.0
+    return ink
+
+
+def _dot(ink, row, col, size=2, level=1.0):
+    ink[row : row + size, col : col + size] = level
+    return ink
+
+
+def _box(ink):
+    (box,) = preprocess.line_boxes(ink)
+    return box
+
+
+def test_the_vote_alone_erases_small_marks():
+    """The premise: a 2x2 full stop is gone from the voted mask (the box must take it back)."""
+    ink = _dot(_strokes(), BOTTOM - 2, RIGHT + 2)
+    assert not preprocess._mask(ink)[:, RIGHT:].any()
+
+
+def test_a_final_full_stop_is_inside_the_line():
+    ink = _dot(_strokes(), BOTTOM - 2, RIGHT + 2)
+    assert _box(ink)[3] >= RIGHT + 4
+    # at 100 dpi a full stop is one dark pixel in a grey halo
+    halo = _dot(_strokes(), BOTTOM - 3, RIGHT + 2, size=3, level=0.25)
+    ink = _dot(halo, BOTTOM - 2, RIGHT + 3, size=1)
+    assert _box(ink)[3] >= RIGHT + 4
+
+
+def test_a_colon_and_a_comma_are_inside_the_line():
+    colon = _dot(_dot(_strokes(), TOP + 3, RIGHT + 2), BOTTOM - 2, RIGHT + 2)
+    assert _box(colon)[3] >= RIGHT + 4
+    comma = _dot(_strokes(), BOTTOM - 2, RIGHT + 2)
+    comma[BOTTOM : BOTTOM + 3, RIGHT + 3] = 1.0  # its tail hangs below the line
+    top, bottom, _, right = _box(comma)
+    assert right >= RIGHT + 4 and bottom >= BOTTOM + 3
+
+
+def test_the_dots_of_i_and_j_are_inside_the_line():
+    """A line without ascenders: the dots sit above its band, a j's tail hangs below it."""
+    ink = _dot(_strokes(), TOP - 4, 14)  # over the stroke at columns 14-15
+    ink[BOTTOM : BOTTOM + 4, 22] = 1.0  # a j's 1-px tail
+    top, bottom, _, _ = _box(ink)
+    assert top <= TOP - 4 and bottom >= BOTTOM + 4
+
+
+def test_a_line_that_ends_in_three_dots_keeps_all_three():
+    ink = _strokes()
+    for col in (RIGHT + 2, RIGHT + 6, RIGHT + 10):
+        _dot(ink, BOTTOM - 2, col)
+    assert _box(ink)[3] >= RIGHT + 12
+
+
+def test_isolated_specks_away_from_the_line_stay_out():
+    ink = _strokes()
+    _dot(ink, BOTTOM - 2, RIGHT + 30)  # 2.5 line heights to the right
+    _dot(ink, 2, 30)  # far above the line
+    _dot(ink, 36, 10)  # far below it
+    ink[30, 90] = 1.0  # a lone pixel
+    assert _box(ink) == (TOP, BOTTOM, 6, RIGHT)
+
+
+def test_noise_that_runs_on_beside_a_line_is_not_taken_for_marks():
+    ink = _strokes(shape=(40, 200))
+    rng = np.random.default_rng(0)
+    for col in range(RIGHT + 2, 200, 3):  # specks every 3 columns to the picture's edge
+        _dot(ink, int(rng.integers(TOP, BOTTOM - 2)), col)
+    assert _box(ink)[3] == RIGHT
+
+
+def test_a_thin_frame_next_to_the_full_stop_is_not_part_of_the_line():
+    ink = _dot(_strokes(), BOTTOM - 2, RIGHT + 2)
+    ink[:, RIGHT + 7] = 1.0  # a 1-px frame edge down the whole picture
+    ink[0, :], ink[-1, :], ink[:, 0] = 1.0, 1.0, 1.0
+    right = _box(ink)[3]
+    assert RIGHT + 4 <= right <= RIGHT + 7
+
+
+def test_marks_stay_with_their_own_line_on_a_page():
+    """The i-dots of the second line sit in the gap between two lines: they go down, not up."""
+    ink = np.zeros((60, 120), dtype=np.float32)
+    ink[:] = _strokes(shape=(60, 120), top=8, bottom=20)
+    ink[:] += _strokes(shape=(60, 120), top=32, bottom=44)
+    _dot(ink, 28, 14)
+    first, second = preprocess.line_boxes(ink)
+    assert first[1] <= 26 and second[0] <= 28
+
+
+def test_a_training_line_keeps_its_full_stop():
+    """line_array (how training sees a line) takes in the same marks as line_boxes."""
+    def picture(ink):
+        return Image.fromarray((255 - ink * 255).astype(np.uint8), mode="L")
+
+    plain = preprocess.line_array(picture(_strokes()))
+    stop = preprocess.line_array(picture(_dot(_strokes(), BOTTOM - 2, RIGHT + 2)))
+    assert stop.shape[1] >= plain.shape[1] + 6
