@@ -1,9 +1,9 @@
-"""Measure a compiled model the way the README's model card reports it: CER on the held-out set
+"""Measure a compiled model the way the README's model card reports it: CER on the held-out sets
 and on clean English lines, size, single-line latency of eager vs TorchScript, and CER per family
-on the real-world set, side by side with Tesseract if asked.
+on the real-world set and the document set, side by side with Tesseract if asked.
 
     python -m lab_code.training evaluate --checkpoint models/text_recognizer_checkpoint.pt
-    python -m lab_code.training evaluate --realworld-only --tesseract --json side_by_side.json
+    python -m lab_code.training evaluate --realworld-only --documents --tesseract --json sbs.json
 """
 
 from __future__ import annotations
@@ -30,9 +30,15 @@ from lab_code.recognizer import TextRecognizer
 from lab_code.training import data, metrics
 from lab_code.training.metrics import Reading, read_all  # noqa: F401 - part of this module's API
 
-# The committed real-world set (rebuilt by tools/realworld.py); present in a clone of the repo.
+# The committed real-world set (rebuilt by tools/realworld.py) and document set (rebuilt by
+# tools/docset.py); present in a clone of the repository.
 REALWORLD_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "realworld"
+DOCUMENTS_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "documents"
 REALWORLD_LABELS = "labels.json"
+# Rows of the document table that gather families: every single line at 100 dpi (text and
+# code), and every code line (100 and 150 dpi).
+DOCUMENT_GROUPS = {"lines_100dpi": ("line_100dpi", "code_100dpi"),
+                   "code": ("code_100dpi", "code_150dpi")}
 
 
 def held_out_cer(recognizer: TextRecognizer, size: int = data.TEST_SIZE,
@@ -93,21 +99,34 @@ class Sample:
 Reader = Callable[[Image.Image, Sample], str]
 
 
-def realworld_set(root: Path = REALWORLD_DIR) -> list[Sample]:
-    """The real-world set's samples, in the labels file's order."""
+def _labelled_set(root: Path, name: str, script: str) -> list[Sample]:
     labels = Path(root) / REALWORLD_LABELS
     if not labels.is_file():
-        raise FileNotFoundError(f"No real-world set at {root}: run it from a clone of the "
-                                "repository, or rebuild it with `python tools/realworld.py`.")
+        raise FileNotFoundError(f"No {name} at {root}: run it from a clone of the "
+                                f"repository, or rebuild it with `python {script}`.")
     records = json.loads(labels.read_text(encoding="utf-8"))
     return [Sample(Path(root) / r["file"], r["family"], r["text"]) for r in records]
 
 
-def by_family(samples: Sequence[Sample], readings: Sequence[Reading]) -> dict[str, dict]:
-    """CER, ms per line (the truth's lines), images and errors for each family and overall."""
+def realworld_set(root: Path = REALWORLD_DIR) -> list[Sample]:
+    """The real-world set's samples, in the labels file's order."""
+    return _labelled_set(root, "real-world set", "tools/realworld.py")
+
+
+def documents_set(root: Path = DOCUMENTS_DIR) -> list[Sample]:
+    """The document set's samples (lines and blocks of PDF manuals), in the labels' order."""
+    return _labelled_set(root, "document set", "tools/docset.py")
+
+
+def by_family(samples: Sequence[Sample], readings: Sequence[Reading],
+              gather: dict[str, Sequence[str]] | None = None) -> dict[str, dict]:
+    """CER, ms per line (the truth's lines), images and errors for each family, for each row of
+    `gather` (a name and the families it gathers) and overall."""
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
         groups.setdefault(s.family, []).append(i)
+    for name, families in (gather or {}).items():
+        groups[name] = [i for i, s in enumerate(samples) if s.family in families]
     groups["overall"] = list(range(len(samples)))
     table = {}
     for family, idx in groups.items():
@@ -137,11 +156,12 @@ def recognizer_reader(recognizer: TextRecognizer) -> Reader:
     return lambda img, sample: recognizer.predict(img)
 
 
-def realworld(recognizer: TextRecognizer, samples: Sequence[Sample]) -> tuple[dict, list[Reading]]:
-    """The recognizer's table on the real-world set (one thread, one image at a time)."""
+def realworld(recognizer: TextRecognizer, samples: Sequence[Sample],
+              gather: dict[str, Sequence[str]] | None = None) -> tuple[dict, list[Reading]]:
+    """The recognizer's table on a labelled set (one thread, one image at a time)."""
     with one_thread():
         readings = read_all(recognizer_reader(recognizer), samples)
-    return by_family(samples, readings), readings
+    return by_family(samples, readings, gather), readings
 
 
 def tesseract_readings(samples: Sequence[Sample]) -> tuple[str, list[Reading]]:
@@ -173,16 +193,16 @@ def machine() -> dict:
 
 
 def side_by_side(recognizer: TextRecognizer, samples: Sequence[Sample],
-                 with_tesseract: bool) -> dict:
+                 with_tesseract: bool, gather: dict[str, Sequence[str]] | None = None) -> dict:
     """Both readers on the same images in one run, each on one thread."""
-    table, readings = realworld(recognizer, samples)
+    table, readings = realworld(recognizer, samples, gather)
     result: dict = {"images": len(samples), "recognizer": table,
                     "recognizer_errors": [(str(s.path.name), r.error)
                                           for s, r in zip(samples, readings, strict=True)
                                           if r.error][:10]}
     if with_tesseract:
         result["tesseract_version"], readings = tesseract_readings(samples)
-        result["tesseract"] = by_family(samples, readings)
+        result["tesseract"] = by_family(samples, readings, gather)
     return result
 
 
@@ -210,7 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--realworld", type=Path, default=REALWORLD_DIR,
                         help="the real-world set (default: the committed one)")
     parser.add_argument("--realworld-only", action="store_true",
-                        help="skip the synthetic sets and the latency (the real-world table only)")
+                        help="skip the synthetic sets and the latency (the tables of real images "
+                             "only)")
+    parser.add_argument("--documents", nargs="?", type=Path, const=DOCUMENTS_DIR, default=None,
+                        metavar="DIR", help="also read the document set (lines and blocks of PDF "
+                        "manuals at 100 and 150 dpi; default DIR: the committed one)")
     parser.add_argument("--tesseract", action="store_true",
                         help="also run Tesseract on the same images (needs libtesseract: "
                              "apt-get install -y tesseract-ocr tesseract-ocr-eng)")
@@ -222,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recognizer = TextRecognizer(args.model)
         samples = realworld_set(args.realworld)
+        documents = documents_set(args.documents) if args.documents else []
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -239,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         result.update({
             "held_out_cer": round(held_out_cer(recognizer), 4),
             "plain_held_out_cer": round(held_out_cer(recognizer, which="plain"), 4),
+            "document_held_out_cer": (round(held_out_cer(recognizer, which="document"), 4)
+                                      if data.document_test_set() else None),
             "english_cer": round(english, 4),
             "english_lines_wrong": f"{len(wrong)} of {len(data.english_set())}",
             "threads": torch.get_num_threads(),
@@ -251,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  e.g. {truth!r} -> {prediction!r}")
     try:
         result["realworld"] = side_by_side(recognizer, samples, args.tesseract)
+        if documents:
+            result["documents"] = side_by_side(recognizer, documents, args.tesseract,
+                                               DOCUMENT_GROUPS)
     except RuntimeError as err:  # TesseractError: libtesseract or its model is missing
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -258,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         result["machine"]["load_average_end"] = os.getloadavg()
     print(f"real-world set ({len(samples)} images, one thread, one image at a time):")
     print_table(result["realworld"])
+    if documents:
+        print(f"document set ({len(documents)} images, one thread, one image at a time):")
+        print_table(result["documents"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
