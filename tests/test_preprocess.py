@@ -351,3 +351,16 @@ def test_a_training_line_keeps_its_full_stop():
     plain = preprocess.line_array(picture(_strokes()))
     stop = preprocess.line_array(picture(_dot(_strokes(), BOTTOM - 2, RIGHT + 2)))
     assert stop.shape[1] >= plain.shape[1] + 6
+
+
+def test_a_line_of_thin_light_strokes_is_found_whole():
+    """A thin Courier at 100 dpi: 1-px grey strokes, dark only where strokes cross. The vote
+    keeps a few crossings; the line's box must still span the whole line."""
+    ink = np.zeros((30, 120), dtype=np.float32)
+    for x in range(10, 100, 5):
+        ink[10:20, x] = 0.3
+        ink[10:20, x + 1] = 0.25  # anti-aliasing spreads the stroke over two columns
+        ink[19, x : x + 4] = 0.3
+    ink[19, 50:52] = ink[18, 50:52] = ink[19, 95:97] = 1.0  # two crossings
+    top, bottom, left, right = _box(ink)
+    assert left <= 11 and right >= 97 and top <= 11 and bottom >= 19
