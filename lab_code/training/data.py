@@ -143,6 +143,7 @@ class Style:
     light: float = 0.0  # strength of an uneven-lighting gradient
     border: tuple[int, int, int] | None = None  # a 1-2 px frame around the crop
     rim: int = 0  # px of a foreign-colour rim on one or two edges
+    offset: tuple[float, float] = (0.0, 0.0)  # where in its first pixel the text starts
 
     @staticmethod
     def random(rng: np.random.Generator) -> Style:
@@ -202,7 +203,8 @@ def render(text: str, style: Style, rng: np.random.Generator | None = None) -> I
     pl, pt, pr, pb = style.pad
     size = (right - left + pl + pr + 2, bottom - top + pt + pb + 2)
     img = Image.new("RGB", size, style.paper)
-    ImageDraw.Draw(img).text((pl - left + 1, pt - top + 1), text, font=font, fill=style.ink)
+    at = (pl - left + 1 + style.offset[0], pt - top + 1 + style.offset[1])
+    ImageDraw.Draw(img).text(at, text, font=font, fill=style.ink)
     bilinear = Image.Resampling.BILINEAR
     if style.upscale > 1.0:
         img = img.resize((round(img.width * style.upscale), round(img.height * style.upscale)),
@@ -310,7 +312,165 @@ def plain_test_set(size: int = TEST_SIZE) -> list[tuple[np.ndarray, str]]:
     return out
 
 
-HELD_OUT_SETS = {"augmented": test_set, "plain": plain_test_set}
+# --- document lines: manuals and screens at 96-150 dpi ------------------------------------------
+# A PDF viewer or a browser rasterises text at its final size: body text of 9-11 pt is 12-21 px,
+# footnotes and code less. Such lines are drawn here at that size (FreeType's hinting and
+# anti-aliasing at the final size, the text starting anywhere inside a pixel), never drawn
+# large and scaled; code in thin monospace faces, coloured ink on white, tight serif faces.
+DOCUMENT_SHARE = 0.3  # of training lines
+DOCUMENT_SIZES = (9, 21)  # font size in pixels, lowest and highest
+TIMES_LIKE = ("Nimbus Roman", "Tinos", "FreeSerif", "STIXGeneral", "Latin Modern Roman", "cmr10",
+              "TeX Gyre Schola", "C059")
+_KEYWORDS = ("return", "if", "else", "while", "for", "struct", "class", "public", "private",
+             "const", "void", "int", "double", "char", "static", "new", "namespace", "using",
+             "typedef", "unsigned", "bool", "true", "false", "NULL", "self", "def", "import",
+             "from", "print", "None", "break", "case", "switch", "enum", "template", "auto")
+
+
+@functools.cache
+def document_fonts() -> tuple[tuple[Path, ...], tuple[Path, ...], tuple[Path, ...]]:
+    """Fonts of document lines: (all of them, the monospace ones, the Times-like ones) of the
+    training fonts and the TeX faces (lab_code.fonts.tex_fonts)."""
+    every = fonts() + font_files.tex_fonts(CHARSET)
+    mono = tuple(p for p in every if font_files.is_monospace(p))
+    times = tuple(p for p in every if font_files.family(p) in TIMES_LIKE)
+    return every, mono, times
+
+
+def _identifier(rng: np.random.Generator) -> str:
+    """A name as code spells it: word, camelCase, PascalCase, UPPER, or with a digit."""
+    parts = [words()[rng.integers(len(words()))] for _ in range(int(rng.integers(1, 4)))]
+    kind = rng.random()
+    if kind < 0.3:
+        name = parts[0]
+    elif kind < 0.6:
+        name = parts[0] + "".join(w.capitalize() for w in parts[1:])
+    elif kind < 0.85:
+        name = "".join(w.capitalize() for w in parts)
+    else:
+        name = parts[0].upper()
+    if rng.random() < 0.12:
+        name += str(rng.integers(0, 100))
+    return name
+
+
+def _code_term(rng: np.random.Generator) -> str:
+    r = rng.random()
+    if r < 0.45:
+        return _identifier(rng)
+    if r < 0.65:
+        return str(rng.choice(_KEYWORDS))
+    if r < 0.8:
+        return str(rng.integers(0, 10 ** int(rng.integers(1, 5))))
+    if r < 0.9:
+        return f'"{_identifier(rng)}"'
+    return f"{_identifier(rng)}.{_identifier(rng)}"
+
+
+def code_text(rng: np.random.Generator, max_chars: int = MAX_CHARS) -> str:
+    """A line of code-like text: calls, declarations, labels, qualified names, shell commands,
+    with `();`, `::`, `.`, commas and quotes; sometimes a listing's line number in front."""
+    name = _identifier(rng)
+    args = ", ".join(_code_term(rng) for _ in range(int(rng.integers(0, 4))))
+    space = " " if rng.random() < 0.15 else ""
+    kind = int(rng.integers(9))
+    if kind == 0:
+        text = f"{name}{space}({args});"
+    elif kind == 1:
+        text = f"{rng.choice(_KEYWORDS)} {name}{rng.choice([';', ',', '', ':'])}"
+    elif kind == 2:
+        text = f"{_identifier(rng)} {name}{space}({args})" + str(rng.choice([";", "", " const;"]))
+    elif kind == 3:
+        text = f"{name}:" if rng.random() < 0.5 else f"{rng.choice(['public', 'private'])}:"
+    elif kind == 4:
+        text = "::".join(_identifier(rng) for _ in range(int(rng.integers(2, 4))))
+        text += str(rng.choice(["", "()", "();", ";"]))
+    elif kind == 5:
+        flags = " ".join(str(rng.choice(["-", "--"])) + w for w in
+                         (words()[rng.integers(len(words()))] for _ in range(rng.integers(0, 3))))
+        text = f"{words()[rng.integers(len(words()))]}-{_identifier(rng).lower()} {flags}".strip()
+    elif kind == 6:
+        text = f"{rng.choice(['return', 'if', 'while'])} {space}({name}){rng.choice([';', ''])}"
+        if text.startswith("return"):
+            text = f"return {_code_term(rng)};"
+    elif kind == 7:
+        text = f"{_identifier(rng)}.{name}({args})"
+    else:
+        text = " ".join(_code_term(rng) for _ in range(int(rng.integers(1, 5))))
+    if rng.random() < 0.1:
+        text = f"{rng.integers(0, 100000):05d} {text}"
+    text = " ".join(text.split())
+    if len(text) > max_chars:
+        text = text[:max_chars].rstrip()
+    return text or name[:max_chars]
+
+
+def _ink_on_screen(rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Ink and paper of a document line: mostly near-black on white, else links and code in
+    colour, grey text, or a code block's light grey or tinted background."""
+    r = rng.random()
+    if r < 0.6:
+        ink = _grey(int(rng.integers(0, 50)), 6, rng)
+    elif r < 0.85:  # blue links, dark red, green, teal, purple: one or two channels up
+        ink = tuple(int(v) for v in rng.integers(0, 90, size=3))
+        ink = tuple(v + int(rng.integers(60, 120)) if rng.random() < 0.4 else v for v in ink)
+    else:
+        ink = _grey(int(rng.integers(60, 130)), 5, rng)
+    r = rng.random()
+    if r < 0.8:
+        paper = _grey(int(rng.integers(248, 256)), 2, rng)
+    else:
+        paper = tuple(int(v) for v in rng.integers(228, 252, size=3))
+    return ink, paper
+
+
+def document_style(rng: np.random.Generator, all_fonts: tuple[Path, ...] | None = None,
+                   mono: bool | None = None) -> Style:
+    """How a document line is drawn (see DOCUMENT_SHARE's note): a font from `all_fonts`
+    (default: document_fonts(), 40% monospace, 25% Times-like), drawn at its final size."""
+    if all_fonts is None:
+        every, monos, times = document_fonts()
+        r = rng.random()
+        pool = monos if r < 0.4 else times if r < 0.65 else every
+    else:
+        pool = tuple(p for p in all_fonts if mono is None or font_files.is_monospace(p) == mono)
+    ink, paper = _ink_on_screen(rng)
+    size = int(rng.integers(DOCUMENT_SIZES[0], DOCUMENT_SIZES[1] + 1))
+    margin = max(1, size // 3)
+    return Style(
+        font=pool[rng.integers(len(pool))], size=size, ink=ink, paper=paper,
+        pad=(int(rng.integers(0, 2 * margin)), int(rng.integers(0, margin)),
+             int(rng.integers(0, 2 * margin)), int(rng.integers(0, margin))),
+        offset=(float(rng.random()), float(rng.random())),
+    )
+
+
+def document_sample(rng: np.random.Generator, max_chars: int = MAX_CHARS,
+                    all_fonts: tuple[Path, ...] | None = None) -> tuple[Image.Image, str]:
+    """One document line: code in a monospace face most of the time, prose otherwise."""
+    style = document_style(rng, all_fonts)
+    code = rng.random() < (0.7 if font_files.is_monospace(style.font) else 0.1)
+    text = code_text(rng, max_chars) if code else random_text(rng, max_chars)
+    return render(text, style, rng), text
+
+
+DOCUMENT_TEST_SIZE = 400
+
+
+@functools.cache
+def document_test_set(size: int = DOCUMENT_TEST_SIZE) -> list[tuple[np.ndarray, str]]:
+    """Held-out document lines: drawn like training's document lines (TEST_SEED), but only in
+    the held-out families (lab_code.fonts.HELD_OUT_FAMILIES) that are installed; empty when
+    none is."""
+    held = font_files.held_out_fonts(CHARSET)
+    if not held:
+        return []
+    rng = np.random.default_rng(TEST_SEED)
+    return [(preprocess.line_array(img), text)
+            for img, text in (document_sample(rng, all_fonts=held) for _ in range(size))]
+
+
+HELD_OUT_SETS = {"augmented": test_set, "plain": plain_test_set, "document": document_test_set}
 
 
 @functools.cache
@@ -323,8 +483,8 @@ def held_out_cer(read_lines: Callable[[list[np.ndarray]], list[str]],
                  size: int = TEST_SIZE, batch_size: int = 64,
                  which: str = "augmented") -> dict[str, float]:
     """CER and exact-line accuracy of `read_lines` (line arrays -> texts) on a held-out set:
-    "augmented" (drawn like training, every font and augmentation) or "plain" (see
-    plain_test_set)."""
+    "augmented" (drawn like training, every font and augmentation), "plain" (see
+    plain_test_set) or "document" (see document_test_set)."""
     pairs = HELD_OUT_SETS[which]()[:size]
     preds: list[str] = []
     for i in range(0, len(pairs), batch_size):
@@ -365,7 +525,12 @@ def training_batches(seed: int, batch_size: int) -> Iterator[tuple[list[np.ndarr
             text = random_text(rng, max_chars=target)
             if len(text) < target // 2 or text in held_out:
                 continue
-            img, _ = sample(rng, text)
+            if rng.random() < DOCUMENT_SHARE:
+                img, text = document_sample(rng, max_chars=target)
+                if text in held_out:
+                    continue
+            else:
+                img, _ = sample(rng, text)
             arrays.append(preprocess.line_array(img))
             texts.append(text)
         yield arrays, texts

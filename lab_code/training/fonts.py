@@ -32,6 +32,22 @@ _SKIP_WORDS = ("display", "script", "dingbat", "symbol", "math", "emoji", "chanc
                "cmex", "cmmi", "cmsy")
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 MATPLOTLIB_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+# Faces TeX typesets manuals in, which Debian keeps outside the font folders (`make fonts`
+# installs them: fonts-lmodern, fonts-texgyre): Latin Modern, a digitisation of Computer Modern
+# with its thin typewriter face, and TeX Gyre Cursor, a thin Courier. Only document lines use
+# them (data.document_sample); TeX Gyre Termes and Heros stay out, the document set's Sphinx
+# manual is set in them.
+TEX_DIR = Path("/usr/share/texmf/fonts/opentype/public")
+TEX_FONT_FILES = (
+    "lm/lmmono8-regular.otf", "lm/lmmono9-regular.otf", "lm/lmmono10-regular.otf",
+    "lm/lmmono10-italic.otf", "lm/lmmono12-regular.otf", "lm/lmmonolt10-regular.otf",
+    "lm/lmmonolt10-bold.otf", "lm/lmroman8-regular.otf", "lm/lmroman9-regular.otf",
+    "lm/lmroman10-regular.otf", "lm/lmroman10-italic.otf", "lm/lmroman10-bold.otf",
+    "lm/lmroman12-regular.otf", "lm/lmsans8-regular.otf", "lm/lmsans10-regular.otf",
+    "tex-gyre/texgyrecursor-regular.otf", "tex-gyre/texgyrecursor-italic.otf",
+    "tex-gyre/texgyrecursor-bold.otf", "tex-gyre/texgyreschola-regular.otf",
+    "tex-gyre/texgyrepagella-regular.otf",
+)
 _SUFFIXES = {".ttf", ".otf"}
 
 
@@ -97,6 +113,21 @@ def training_fonts(chars: str) -> tuple[Path, ...]:
     if not out:
         raise RuntimeError(f"No usable fonts in {MATPLOTLIB_DIR}: is matplotlib installed?")
     return tuple(out)
+
+
+@functools.cache
+def tex_fonts(chars: str) -> tuple[Path, ...]:
+    """The installed TEX_FONT_FILES that draw every character of `chars` (none held out)."""
+    paths = (TEX_DIR / name for name in TEX_FONT_FILES)
+    return tuple(p for p in paths if p.exists() and not is_held_out(family(p))
+                 and renders(p, chars))
+
+
+@functools.cache
+def is_monospace(path: Path) -> bool:
+    """True for a fixed-pitch face (an i as wide as an M)."""
+    font = ImageFont.truetype(str(path), 40)
+    return abs(font.getlength("i") - font.getlength("M")) < 0.5
 
 
 @functools.cache
