@@ -330,7 +330,7 @@ _KEYWORDS = ("return", "if", "else", "while", "for", "struct", "class", "public"
 @functools.cache
 def document_fonts() -> tuple[tuple[Path, ...], tuple[Path, ...], tuple[Path, ...]]:
     """Fonts of document lines: (all of them, the monospace ones, the Times-like ones) of the
-    training fonts and the TeX faces (lab_code.fonts.tex_fonts)."""
+    training fonts and the TeX faces (lab_code.training.fonts.tex_fonts)."""
     every = fonts() + font_files.tex_fonts(CHARSET)
     mono = tuple(p for p in every if font_files.is_monospace(p))
     times = tuple(p for p in every if font_files.family(p) in TIMES_LIKE)
@@ -460,7 +460,7 @@ DOCUMENT_TEST_SIZE = 400
 @functools.cache
 def document_test_set(size: int = DOCUMENT_TEST_SIZE) -> list[tuple[np.ndarray, str]]:
     """Held-out document lines: drawn like training's document lines (TEST_SEED), but only in
-    the held-out families (lab_code.fonts.HELD_OUT_FAMILIES) that are installed; empty when
+    the held-out families (lab_code.training.fonts.HELD_OUT_FAMILIES) that are installed; empty when
     none is."""
     held = font_files.held_out_fonts(CHARSET)
     if not held:
