@@ -38,7 +38,10 @@ needs_cores = pytest.mark.skipif(
 
 
 def threads_started(count: int | None) -> int:
-    env = {k: v for k, v in os.environ.items() if k not in threads.THREAD_VARIABLES}
+    # Every OpenMP setting goes: a test that loaded libtesseract in this process set
+    # OMP_THREAD_LIMIT=1, which the probe would inherit and which forbids the team it looks for.
+    env = {k: v for k, v in os.environ.items()
+           if k not in threads.THREAD_VARIABLES and not k.startswith(("OMP_", "GOMP_", "KMP_"))}
     done = subprocess.run([sys.executable, "-c", PROBE.format(threads=count)], env=env,
                           capture_output=True, text=True, timeout=120, check=True)
     counts = json.loads(done.stdout.strip().splitlines()[-1])
@@ -53,8 +56,7 @@ def test_a_model_call_on_a_worker_thread_starts_no_openmp_team_when_given_one_th
 @needs_cores
 def test_without_a_thread_count_the_worker_thread_starts_a_team_the_trap_the_fix_avoids():
     # the property the fix depends on: if torch ever stops doing this, the fix may be dropped.
-    # Seen once to start no thread in a long, loaded suite run: three tries, one must show it.
-    assert any(threads_started(None) >= 1 for _ in range(3))
+    assert threads_started(None) >= 1
 
 
 def test_serving_threads_reads_omp_num_threads_and_defaults_to_one(monkeypatch):
