@@ -53,6 +53,7 @@ def test_batch_rounds_the_width_up_and_keeps_every_column():
     assert preprocess.batch(arrays, multiple_of=86).shape[-1] == 86  # already a multiple
 
 
+@pytest.mark.timeout(600)  # the real-world set, read twice: 135 s at load average 14
 def test_the_optimized_recognizer_reads_the_real_world_set_exactly_as_the_saved_model(recognizers):
     plain, fast = recognizers
     assert fast.width_step == WIDTH_STEP and plain.width_step == 1

@@ -14,6 +14,9 @@ import pytest
 from lab_code.recognizer import TextRecognizer
 from lab_code.training import data, evaluate, fonts
 
+# the model reads thousands of lines: up to 375 s a test at load average 14
+pytestmark = pytest.mark.timeout(900)
+
 # measured on 2026-12-02: 0.72%, 0.98%, 0.38%, 2.85% (plain set 1.31%), 0.15%
 REALWORLD_CER = 0.015
 PHONE_CER = 0.05

@@ -76,3 +76,29 @@ def test_the_bundled_model_is_tracked_and_ships_in_the_wheel(tmp_path):
         for rel in (model, manifest):
             assert zf.read(rel) == (ROOT / rel).read_bytes(), f"the wheel's {rel} differs"
     assert (ROOT / model).stat().st_size <= 5 * 1024 * 1024
+
+
+def test_every_test_and_notebook_cell_has_a_time_limit():
+    """pytest-timeout is installed where the tests run (the dev extra, the Colab-like venv) and
+    set; a notebook cell may take as long as conftest lets a whole notebook take, not longer."""
+    from conftest import NOTEBOOK_LIMIT_S
+
+    dev = PYPROJECT["project"]["optional-dependencies"]["dev"]
+    assert any(d.startswith("pytest-timeout") for d in dev)
+    settings = PYPROJECT["tool"]["pytest"]["ini_options"]
+    assert 0 < settings["timeout"] <= 600 and settings["timeout_method"] == "signal"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pytest-timeout" in re.search(r"^COLAB_PINS \?=(.*?)(?<!\\)$", makefile,
+                                         re.M | re.S).group(1)
+    cell = re.search(r"--nbval-cell-timeout=(\d+)", makefile)
+    assert cell and int(cell.group(1)) == NOTEBOOK_LIMIT_S
+    for target in ("test", "colab-test"):
+        recipe = re.search(rf"^{target}:.*?(?=^\S)", makefile, re.M | re.S).group(0)
+        assert "$(NBVAL)" in recipe, f"make {target} runs the notebooks without NBVAL's settings"
+
+
+def test_the_mutation_check_stays_out_of_make_test():
+    makefile = (ROOT / "Makefile").read_text()
+    test = re.search(r"^test:.*?(?=^\S)", makefile, re.M | re.S).group(0)
+    assert "mutate" not in test
+    assert re.search(r"^mutate: setup", makefile, re.M)
