@@ -71,7 +71,7 @@ def test_summary_json_schema(study, capsys):
 
 
 @pytest.mark.parametrize("run", ["batch_1_16", "sweep"])
-def test_lesson_02_reference_results_are_of_the_bundled_model(run):
+def test_lesson_02s_committed_reference_results_are_of_the_bundled_model(run):
     # Retraining the model without re-measuring lesson 02's reference results fails here.
     bench = json.loads((ROOT / "profiling" / "results" / run / "benchmark.json").read_text())
     assert bench["model_version"] == model_version(bundled_model_path())
