@@ -11,7 +11,8 @@ HOST ?= 127.0.0.1
 PORT ?= 7860
 
 .DEFAULT_GOAL := help
-.PHONY: help setup app lab test fonts model slides lint clean colab-setup colab-test screenshot
+.PHONY: help setup app lab test fonts model slides lint clean colab-setup colab-test screenshot \
+	mutate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,8 +32,11 @@ app: setup ## serve the Gradio UI with the bundled model on http://$(HOST):$(POR
 lab: setup ## open the lessons in JupyterLab
 	$(BIN)/jupyter lab notebooks/
 
+# A notebook cell may run as long as a whole notebook may (tests/conftest.py's NOTEBOOK_LIMIT_S).
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=120
+
 test: setup slides ## run the tests, every notebook and solution (nbval), and build the slides
-	$(BIN)/python -m pytest tests notebooks solutions --nbval-lax --nbval-current-env
+	$(BIN)/python -m pytest tests notebooks solutions $(NBVAL)
 
 # Training fonts: Debian packages (as root). Without apt, training falls back to matplotlib's
 # fonts with a warning; install similar font files into ~/.local/share/fonts or /usr/share/fonts.
@@ -70,7 +74,7 @@ COLAB_VENV ?= .venv-colab
 export COLAB_VENV := $(abspath $(COLAB_VENV))
 COLAB_TORCH ?= torch==2.11.0
 COLAB_PINS ?= ipython==7.34.0 ipykernel==6.17.1 pytest==8.4.2 gradio==6.24.0 numpy==2.1.3 \
-	wandb==0.28.1 "nbval>=0.11" "nbformat>=5.9" "packaging>=23" "pyyaml>=6"
+	wandb==0.28.1 "nbval>=0.11" "nbformat>=5.9" "packaging>=23" "pyyaml>=6" "pytest-timeout>=2.3"
 # The stamp is named for what it installed (pyproject.toml and the pins), not for file times, so
 # a fresh clone on the same machine finds it and installs nothing.
 COLAB_HASH := $(shell { cat pyproject.toml; echo '$(COLAB_TORCH) $(COLAB_PINS)'; } \
@@ -97,7 +101,10 @@ $(COLAB_STAMP):
 
 colab-test: colab-setup ## run every notebook and solution with nbval in the Colab-like venv
 	PATH=$(COLAB_VENV)/bin:$$PATH $(COLAB_VENV)/bin/python -m pytest -p no:cacheprovider \
-	    notebooks solutions --nbval-lax --nbval-current-env
+	    notebooks solutions $(NBVAL)
+
+mutate: setup ## break each guarded property on purpose and check a test fails (tools/mutate.py)
+	$(BIN)/python tools/mutate.py
 
 screenshot: setup ## retake notebooks/img/app.png: the running UI in headless Chromium
 	$(BIN)/python tools/screenshot.py

@@ -1,9 +1,11 @@
-"""Helpers for tests that need a small HTTP server of their own on 127.0.0.1."""
+"""Helpers for tests that need a small HTTP server of their own on 127.0.0.1, or that wait for
+something to happen (on a loaded 2-core machine a fixed sleep is either too short or wasted)."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,3 +23,14 @@ def serve_http(handler: Callable[..., BaseHTTPRequestHandler]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.02):
+    """Ask `condition()` every `every` seconds until it is true, and return its value; fail,
+    saying what was awaited, once `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        time.sleep(every)
+    return value

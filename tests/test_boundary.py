@@ -10,6 +10,12 @@ module must load no serving or measuring module (only the core, which holds the 
 sides share). Measuring and the Dockerfile explainer look at both sides: no rule.
 
 A new module gets its side from the folder it is put in; a new folder must be added to SIDES.
+
+Importing proves only what runs at import: an import inside a function body shows when the
+function runs. So each way of serving also answers one real request in a fresh interpreter (the
+serverless app through its Lambda handler and over HTTP, the Lambda entry point, the Gradio UI
+over HTTP, the batching server's API, the recognizer's command), and then the same rule is
+checked on everything that process loaded.
 """
 
 from __future__ import annotations
@@ -151,6 +157,142 @@ def test_a_training_module_reaches_production_only_through_the_core(module):
     found = probe(module)
     loaded = forbidden_loaded(module, found["loaded"])
     assert not loaded, f"importing lab_code.{module} loads serving or measuring modules {loaded}"
+
+
+# One real request through each way of serving, one after another in one fresh interpreter
+# (`module` is the entry point): the modules each step adds are that step's. The core's step comes
+# first, before any serving module is loaded.
+REQUESTS = {
+    "recognizer": f"""
+assert module.main([{str(EXAMPLE)!r}]) == 0
+""",
+    "serving.serverless": """
+import threading, time, requests, uvicorn
+from lab_code.serving.lambda_adapter import make_handler
+from lab_code.serving.ports import free_port
+handler = make_handler(module.create_app(module.load_recognizer()))
+ok = handler({"image": PNG}, None)
+assert ok["statusCode"] == 200 and json.loads(ok["body"])["text"], ok
+assert handler({"image": "not an image"}, None)["statusCode"] == 422
+port = free_port("127.0.0.1")  # over HTTP: the lifespan loads the model, uvicorn serves
+server = uvicorn.Server(uvicorn.Config(module.create_app(), host="127.0.0.1", port=port,
+                                       log_level="error"))
+thread = threading.Thread(target=server.run, daemon=True)
+thread.start()
+while not server.started and thread.is_alive():
+    time.sleep(0.05)
+url = f"http://127.0.0.1:{port}/"
+try:
+    assert requests.post(url, json={"image": PNG}, timeout=120).json()["text"]
+    assert requests.get(url + "health", timeout=120).json()["status"] == "ok"
+finally:
+    server.should_exit = True
+    thread.join(120)
+""",
+    "serving.lambda_function": f"""
+event = json.load(open({str(ROOT / "tests" / "fixtures" / "lambda" / "post_image.json")!r}))
+answer = module.handler(event, None)
+assert answer["statusCode"] == 200 and json.loads(answer["body"])["text"], answer
+""",
+    "serving.batching": """
+from lab_code.serving.schemas import PredictRequest
+api = module.make_api(max_batch_size=2)
+api.setup("cpu")
+jobs = [api.decode_request(PredictRequest(image=PNG)) for _ in range(2)]
+answers = [api.encode_response(job) for job in api.unbatch(api.predict(api.batch(jobs)))]
+assert [a.status_code for a in answers] == [200, 200], answers
+""",
+    "serving.app": """
+import requests
+from lab_code.serving.ports import free_port
+demo = module.make_frontend(module.PredictorBackend())
+port = free_port("127.0.0.1")
+demo.launch(server_name="127.0.0.1", server_port=port, quiet=True, prevent_thread_lock=True,
+            **module.LAUNCH_LIMITS)
+try:
+    url = f"http://127.0.0.1:{port}/gradio_api/call/predict"
+    payload = {"data": [{"url": "data:image/png;base64," + PNG}]}
+    event = requests.post(url, json=payload, timeout=120).json()["event_id"]
+    stream = requests.get(f"{url}/{event}", timeout=120).text
+    assert "event: complete" in stream, stream
+finally:
+    demo.close()
+""",
+}
+REQUEST_PROBE = f"""
+import base64, importlib, json, sys
+PNG = base64.b64encode(open({str(EXAMPLE)!r}, "rb").read()).decode()
+TRIED = []  # the modules that tried to import matplotlib
+
+class NoMatplotlib:
+    \"""As in the images, which do not install it (Gradio tries it on every request and carries
+    on without it).\"""
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] != "matplotlib":
+            return None
+        frame = sys._getframe(1)
+        while frame and frame.f_globals.get("__name__", "").startswith("importlib"):
+            frame = frame.f_back
+        TRIED.append(frame.f_globals.get("__name__", "?") if frame else "?")
+        raise ModuleNotFoundError(f"No module named {{name!r}} (not in the images)", name=name)
+
+sys.meta_path.insert(0, NoMatplotlib())
+steps = json.loads(sys.argv[1])
+for entry, code in steps.items():
+    before = set(sys.modules)
+    TRIED.clear()
+    try:
+        exec(code, {{"module": importlib.import_module("lab_code." + entry), "PNG": PNG,
+                    "json": json}})
+    except BaseException as err:
+        print("PROBE-JSON " + json.dumps({{"entry": entry, "error": repr(err)[:2000],
+                                          "matplotlib": TRIED}}), flush=True)
+        raise
+    print("PROBE-JSON " + json.dumps({{"entry": entry, "matplotlib": TRIED,
+                                      "loaded": sorted(set(sys.modules) - before)}}), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def requests_served() -> dict[str, dict]:
+    """REQUESTS run in one fresh interpreter: entry -> the modules its step loaded (or its
+    error)."""
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    done = subprocess.run([sys.executable, "-c", REQUEST_PROBE, json.dumps(REQUESTS)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+    found = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("PROBE-JSON "):
+            step = json.loads(line.removeprefix("PROBE-JSON "))
+            found[step.pop("entry")] = step
+    found["stderr"] = {"error": done.stderr[-3000:]} if done.returncode else {}
+    return found
+
+
+@pytest.mark.timeout(960)
+@pytest.mark.parametrize("entry", list(REQUESTS))
+def test_a_request_through_each_way_of_serving_loads_no_training_code(entry, requests_served):
+    """A training or measuring import inside a function body (a lazy `from lab_code.training
+    import metrics` in a request handler) passes the import test; it shows here."""
+    step = requests_served.get(entry)
+    tried = [m for m in (step or {}).get("matplotlib", []) if m.startswith("lab_code")]
+    assert not tried, f"a request through lab_code.{entry} imports matplotlib in {tried}"
+    assert step and "loaded" in step, (
+        f"the request through lab_code.{entry} did not complete: "
+        f"{(step or {}).get('error', 'an earlier step failed')}\n"
+        f"{requests_served['stderr'].get('error', '')}")
+    loaded = forbidden_loaded(entry, step["loaded"])
+    assert not loaded, f"a request through lab_code.{entry} loads {loaded[:6]}"
+
+
+def test_every_serving_command_answers_a_request_in_the_boundary_test():
+    from lab_code import commands
+
+    serving = commands.commands(ROOT / "lab_code" / "serving")
+    missing = {f"serving.{name}" for name in serving} - set(REQUESTS)
+    assert not missing, (f"{sorted(missing)} serve requests but the boundary test sends them "
+                         "none: add each to REQUESTS")
+    assert next(iter(REQUESTS)) == "recognizer", "the core's step must come first"
 
 
 def test_every_module_has_a_side():

@@ -1,9 +1,11 @@
 """The lessons as Colab runs them: every code cell parses under Colab's IPython (7.34 on Python
 3.13), and the setup cell's Colab branch installs every library the lessons import.
 
-The parsing check runs in the Colab-like venv that `make colab-setup` builds (COLAB_VENV, default
-.venv-colab). Without it the check is skipped locally and fails in CI (CI=true), where
-`.ci/run` builds it.
+The parsing check runs twice. Fast, in this environment, with Colab's rules
+(`tools/nb.py compile --colab`); and in the Colab-like venv that `make colab-setup` builds
+(COLAB_VENV, default .venv-colab), with IPython 7.34 itself, which also checks that the fast
+rules still agree with it. Without that venv those checks are skipped locally and fail in CI
+(CI=true), where `.ci/run` builds it.
 """
 
 from __future__ import annotations
@@ -97,6 +99,97 @@ def test_the_compile_check_catches_a_shell_escape_in_a_block(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     assert "bad.ipynb cell 1: SyntaxError" in done.stdout
     assert "cell 0" not in done.stdout
+
+
+# The same question answered without the Colab-like venv, by `compile --colab`'s rules; and cells
+# on which those rules were compared with IPython 7.34 on Python 3.13 (each either way).
+CELLS_TO_COMPARE = [
+    "!echo hi",
+    "%pwd",
+    "x = !echo hi",
+    "x = %pwd",
+    "if True:\n    !echo hi",
+    "if True:\n    %pwd",
+    "if True:\n    answer = !echo hi",
+    "if True:\n    answer = %pwd",
+    "for i in range(2):\n    !echo {i}",
+    "def f():\n    !ls",
+    "%%time\nx=1",
+    "%time x = 1",
+    "x?",
+    "len??",
+    "a = 1\n!ls -l | head",
+    "!pip install -q x  # c",
+    "x = (1,\n  2)\n!echo hi",
+    "print(1) ; !echo",
+    "y = 3\n%matplotlib inline",
+    "%env A=1",
+    "if x:\n    pass\n!echo ok",
+    "s = '!not'",
+    "x != 1",
+    "f'{x!r}'",
+    "try:\n    import foo\nexcept ImportError:\n    !pip install foo",
+    "    !echo indented top",
+    "x = %time 1",
+    "files = !ls\nprint(files)",
+    "%%bash\necho hi",
+    "with open('f') as f:\n    %time f.read()",
+    "a = b = !ls",
+    "x: list = !ls",
+    "x += !ls",
+    "if x: !ls",
+    "else_ = 1\nif a:\n    pass\nelse:\n    !ls",
+    "x = 1 if y else !ls",
+    "print(!ls)",
+    "[!ls]",
+    "x = [\n    1]\ny = !ls",
+    "%%capture out\n!ls",
+    "x = %%time",
+    "def f():\n    x = %pwd\n    return x",
+    "!ls\\\n -l",
+    "x=!ls",
+    "x =!ls",
+    "x = ! ls",
+    "lambda: !ls",
+    "x = 1; y = !ls",
+    "(x) = !ls",
+    "x, y = !ls",
+    "x[0] = !ls",
+    "obj.attr = !ls",
+    "x = \\\n  !ls",
+    "assert x, !ls"
+]
+
+
+def test_every_cell_parses_under_colabs_rules_without_the_colab_venv():
+    errors = nb.compile_errors(NOTEBOOKS, colab=True)
+    assert not errors, ("cells Colab's IPython 7.34 cannot parse (keep `!cmd`/`%magic` at the "
+                        "top level of a cell, never `x = !cmd`; or use subprocess):\n"
+                        + "\n".join(errors))
+
+
+def test_colabs_rules_catch_a_shell_assignment_that_ipython_9_accepts(tmp_path):
+    bad = tmp_path / "bad.ipynb"
+    cells = ["!echo hi\n%pwd", "if True:\n    answer = !echo hi", "answer = !echo hi",
+             "if True:\n    !echo hi\n    here = %pwd"]
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]),
+                   bad)
+    assert nb.compile_errors([bad]) == []  # this environment's IPython takes them all
+    failing = [Path(line.split(":")[0]).name for line in nb.compile_errors([bad], colab=True)]
+    assert failing == ["bad.ipynb cell 1", "bad.ipynb cell 2"]
+
+
+def test_colabs_rules_agree_with_colabs_ipython(tmp_path):
+    corpus = tmp_path / "corpus.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(c) for c in CELLS_TO_COMPARE]), corpus)
+    done = compile_in_colab_venv(corpus)
+    assert done.returncode in (0, 1), done.stderr
+    real = {line.split(":")[0] for line in done.stdout.splitlines() if " cell " in line}
+    fast = {line.split(":")[0] for line in nb.compile_errors([corpus], colab=True)}
+    assert fast == real, (f"`compile --colab` and IPython 7.34 disagree: only the fast rules "
+                          f"fail {sorted(fast - real)}, only IPython 7.34 fails "
+                          f"{sorted(real - fast)}")
 
 
 # --- the setup cell installs what the lessons import ---------------------------------------

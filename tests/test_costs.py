@@ -133,6 +133,40 @@ def test_the_lessons_example_breaks_even_near_160_million_a_month():
     assert 1.5e8 < by_hand < 1.7e8
 
 
+def test_peaks_four_times_the_average_by_hand():
+    """At a peak of 4x the average, one instance (100/s flat out, 60% busy at peak: 60/s)
+    carries a quarter of the month it would carry flat: 60 * 2,628,000 s / 4 = 39.42M."""
+    month_s = 730 * 3600
+    assert costs.one_instance_capacity(100, 0.6, peak_to_average=4) == pytest.approx(
+        60 * month_s / 4) == pytest.approx(39_420_000)
+    assert costs.peak_per_s(100e6, peak_to_average=4) == pytest.approx(100e6 / month_s * 4)
+    # 100M a month peaks at 152.2/s: three instances at 60/s each, where a flat month needs one
+    assert costs.instance_monthly_usd(100e6, 0.1, 100, 0.6, peak_to_average=4) == (
+        pytest.approx(3 * 0.1 * 730), 3)
+    assert costs.instance_monthly_usd(100e6, 0.1, 100, 0.6)[1] == 1
+    # Lambda at $2 a million matches one $0.10/h instance ($73 a month) at 36.5M a month, within
+    # the 39.42M it carries at 4x peaks; at 5x peaks it carries 31.536M and fills up first
+    assert costs.break_even_requests(2.0, 0.1, 100, 0.6, peak_to_average=4) == pytest.approx(
+        36.5e6)
+    assert costs.break_even_requests(2.0, 0.1, 100, 0.6, peak_to_average=5) is None
+    assert costs.one_instance_capacity(100, 0.6, peak_to_average=5) == pytest.approx(31_536_000)
+
+
+def test_a_scenario_and_the_cli_carry_the_peak_ratio(capsys):
+    flat, peaky = Scenario(6.5, 230), Scenario(6.5, 230, peak_to_average=3)
+    assert peaky.capacity() == pytest.approx(flat.capacity() / 3)
+    assert peaky.capacity() == pytest.approx(230 * 0.6 * 730 * 3600 / 3)  # 120.9M a month
+    assert peaky.instance_monthly(150e6) == (pytest.approx(2 * C7I.usd_per_hour * 730), 2)
+    code, out, _ = run(capsys, "--ms-per-request", "6.5", "--throughput", "230",
+                       "--memory-mb", "1769", "--peak-to-average", "3")
+    assert code == 0 and "Peak traffic is 3 times the month's average." in out
+    # the break-even (~162M, test_the_lessons_example...) lies beyond the 120.9M it carries
+    assert "none, Lambda is cheaper at every volume" in out
+    code, out, _ = run(capsys, "--ms-per-request", "6.5", "--throughput", "230",
+                       "--memory-mb", "1769", "--peak-to-average", "1.2")
+    assert code == 0 and "until it is full at 302.2M" in out  # 362.664M / 1.2
+
+
 # --- bad input ----------------------------------------------------------------------------------
 
 

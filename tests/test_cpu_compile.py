@@ -14,6 +14,9 @@ import torch
 from lab_code.artifacts import bundled_model_path, load_torchscript
 from lab_code.measuring import cpu_compile, flops, profiling, runtimes
 
+# every CPU backend compiles and reads the real-world set: up to 470 s a test at load average 14
+pytestmark = pytest.mark.timeout(1200)
+
 LINES = 4  # parity on a few real lines: enough to catch a wrong graph, cheap to run
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -11,7 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -107,6 +107,115 @@ def modules_not_in(allowed: set[str]) -> list[str]:
     return sorted(blocked - set(sys.stdlib_module_names) - {"lab_code"})
 
 
+# --- every `pip install` a Dockerfile runs ------------------------------------------------------
+# pip options that take a value (the next word, or after "="); any other option is a flag
+PIP_VALUE_OPTIONS = {"-r", "--requirement", "-c", "--constraint", "-t", "--target", "-i",
+                     "--index-url", "--extra-index-url", "-f", "--find-links", "--platform",
+                     "--python-version", "--implementation", "--abi", "--prefix", "--root",
+                     "--src", "--upgrade-strategy", "--progress-bar", "--trusted-host",
+                     "--cache-dir", "--log", "--timeout", "--retries", "--proxy", "-C",
+                     "--config-settings", "--global-option", "--no-binary", "--only-binary",
+                     "--report"}
+SHELL_SEPARATORS = {"&&", "||", ";", "|", "&"}
+
+
+@dataclass
+class PipInstall:
+    step: df.Step
+    requirement_files: list[str]  # as written after -r, inside the image
+    packages: list[str]  # named on the line: "gradio==6.24.0", "."
+    options: list[str]
+
+
+def pip_installs_in(steps: list[df.Step]) -> list[PipInstall]:
+    """Every `pip install` command of every RUN step (also `python -m pip`, `pip3`, and several
+    commands joined with && or ;, in shell or exec form), with its requirement files and the
+    packages it names."""
+    found = []
+    for step in steps:
+        if step.instruction != "RUN":
+            continue
+        script = step.value
+        if step.exec_form:
+            words = list(step.words)
+            script = words[2] if words[:2] == ["sh", "-c"] else shlex.join(words)
+        lexer = shlex.shlex(script.replace("\\\n", " "), posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        command: list[str] = []
+        for word in [*lexer, ";"]:
+            if word not in SHELL_SEPARATORS:
+                command.append(word)
+                continue
+            found += _pip_install(step, command)
+            command = []
+    return found
+
+
+def _pip_install(step: df.Step, words: list[str]) -> list[PipInstall]:
+    names = [w.rsplit("/", 1)[-1] for w in words]
+    for i in range(len(words) - 1):
+        if re.fullmatch(r"pip3?(\.\d+)?", names[i]) and words[i + 1] == "install":
+            rest = words[i + 2:]
+            break
+    else:
+        return []
+    install = PipInstall(step, [], [], [])
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word.startswith("-"):
+            option, eq, value = word.partition("=")
+            if option in ("-r", "--requirement") or (option.startswith("-r") and option != "-r"
+                                                     and not option.startswith("--")):
+                if not eq and option in ("-r", "--requirement"):
+                    i += 1
+                    value = rest[i]
+                elif not eq:
+                    value = option[2:]  # -rrequirements.txt
+                install.requirement_files.append(value)
+            elif option in PIP_VALUE_OPTIONS and not eq:
+                install.options.append(word)
+                i += 1
+                install.options.append(rest[i])
+            else:
+                install.options.append(word)
+        else:
+            install.packages.append(word)
+        i += 1
+    return [install]
+
+
+def requirement_file_in_repo(steps: list[df.Step], inside: str) -> Path:
+    """The repository file that a COPY step put at `inside` (a path in the image)."""
+    def norm(path: str) -> str:
+        return os.path.normpath(path.strip("\"'"))
+
+    for step in local_copies(steps):
+        for source in step.sources:
+            landed = step.destination
+            if landed.endswith("/"):
+                landed += Path(source).name
+            if norm(landed) == norm(inside):
+                return ROOT / source
+    raise AssertionError(f"`pip install -r {inside}`: no COPY step puts a file there")
+
+
+def is_local_path(package: str) -> bool:
+    return package.startswith((".", "/", "$")) or "/" in package
+
+
+def image_requirements(path: Path) -> list[Requirement]:
+    """What every `pip install` of the Dockerfile asks for: its requirement files' lines and the
+    packages it names (a local folder is the course's package, installed --no-deps)."""
+    steps = steps_of(path)
+    reqs = []
+    for install in pip_installs_in(steps):
+        for inside in install.requirement_files:
+            reqs += requirements(requirement_file_in_repo(steps, inside))
+        reqs += [Requirement(p) for p in install.packages if not is_local_path(p)]
+    return reqs
+
+
 # --- a copy of what the image holds, and an import from there ------------------------------
 PROBE = r'''
 import importlib, json, runpy, sys
@@ -159,7 +268,7 @@ def probe(dockerfile: Path, tmp: Path, context: list[str], module: str, *, attr:
     RUN HELP_ARGV...` there, RUN defaulting to the module): what it imported, printed, parsed."""
     image = build_image_dir(dockerfile, context, tmp / "image")
     assert (ROOT / f"{module.replace('.', '/')}.py").exists(), f"{module} does not exist"
-    reqs = requirements(REQUIREMENTS[dockerfile])
+    reqs = image_requirements(dockerfile)
     allowed = closure(reqs) | closure(reqs, HERE_MARKER_ENV) | {"pip"}
     cfg = {"module": module, "run": run or module, "attr": attr, "help_argv": help_argv,
            "parse_argv": parse_argv, "blocked": modules_not_in(allowed),
@@ -294,9 +403,11 @@ def test_the_package_is_installed_without_its_dependencies(path):
     """Only the requirements file installs packages: pyproject.toml's dependencies (matplotlib,
     tqdm for training) must not come along."""
     steps = steps_of(path)
-    for step in steps:
-        if step.instruction == "RUN" and "pip install" in step.text:
-            assert "-r" in step.words or "--no-deps" in step.words, step.text
+    installs = pip_installs_in(steps)
+    assert installs, f"{path.name} installs nothing with pip"
+    for install in installs:
+        if any(is_local_path(p) for p in install.packages):
+            assert "--no-deps" in install.options, install.step.text
     for step in local_copies(steps):
         assert "pyproject.toml" not in step.sources or any(
             "--no-deps" in s.words for s in steps if s.instruction == "RUN"), step.text
@@ -393,14 +504,45 @@ def test_torch_comes_from_the_cpu_index(path):
                      re.M), f"{path.name} would install torch with CUDA (several GB)"
 
 
-@pytest.mark.parametrize("path", REQUIREMENTS.values(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_no_course_only_package_reaches_an_image(path):
-    installed = closure(requirements(path))
+    """Everything each `pip install` line installs: its requirement files, the packages it names,
+    and their dependencies."""
+    installed = closure(image_requirements(path))
+    assert installed, f"{path.name} installs nothing"
     assert not installed & NOT_IN_PRODUCTION, sorted(installed & NOT_IN_PRODUCTION)
 
 
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_each_image_installs_from_its_own_requirements_file(path):
+    steps = steps_of(path)
+    files = {requirement_file_in_repo(steps, inside)
+             for install in pip_installs_in(steps) for inside in install.requirement_files}
+    assert files == {REQUIREMENTS[path]}
+
+
+def test_the_pip_install_reader_sees_every_package_a_line_names():
+    """The property broken on purpose: course-only packages named on a `pip install` line, in any
+    of the forms a Dockerfile may use, are seen, as is the requirements file."""
+    steps = df.parse_dockerfile(
+        'FROM python:3.12-slim\n'
+        'COPY docker/requirements-lambda.txt /var/task/requirements.txt\n'
+        'RUN pip install --no-cache-dir -r "/var/task/requirements.txt" --target /var/task '
+        'matplotlib wandb\n'
+        'RUN apt-get update && python -m pip install --upgrade -i https://x/simple pytest==8.4.2'
+        ' && pip3 install --no-deps .\n'
+        'RUN ["sh", "-c", "pip install -q nbval; echo done"]\n')
+    installs = pip_installs_in(steps)
+    assert [i.packages for i in installs] == [["matplotlib", "wandb"], ["pytest==8.4.2"], ["."],
+                                             ["nbval"]]
+    assert installs[0].requirement_files == ["/var/task/requirements.txt"]
+    assert requirement_file_in_repo(steps, "/var/task/requirements.txt") == REQUIREMENTS[LAMBDA]
+    named = {canonicalize_name(p.split("==")[0]) for i in installs for p in i.packages}
+    assert named & NOT_IN_PRODUCTION == {"matplotlib", "wandb", "pytest", "nbval"}
+
+
 def test_lambda_image_has_no_ui():
-    installed = closure(requirements(REQUIREMENTS[LAMBDA]))
+    installed = closure(image_requirements(LAMBDA))
     assert "gradio" not in installed and "gradio-client" not in installed
 
 

@@ -53,6 +53,7 @@ def test_batch_rounds_the_width_up_and_keeps_every_column():
     assert preprocess.batch(arrays, multiple_of=86).shape[-1] == 86  # already a multiple
 
 
+@pytest.mark.timeout(600)  # the real-world set, read twice: 135 s at load average 14
 def test_the_optimized_recognizer_reads_the_real_world_set_exactly_as_the_saved_model(recognizers):
     plain, fast = recognizers
     assert fast.width_step == WIDTH_STEP and plain.width_step == 1
@@ -440,7 +441,7 @@ def test_the_committed_reference_run_is_complete_and_plots():
     assert len(fig.axes[0].lines) == len(service_benchmark.DEFAULT_CONFIGS)
 
 
-def test_the_shipped_service_meets_lesson_07s_bars_in_the_reference_run():
+def test_lesson_07s_bars_hold_in_the_committed_reference_run():
     """The bars the lesson claims, read from the committed run (not re-measured here: a shared
     2-core machine makes timing asserts flaky; the benchmark is the measurement)."""
     results = json.loads(COMMITTED.read_text())
@@ -458,7 +459,7 @@ def test_the_shipped_service_meets_lesson_07s_bars_in_the_reference_run():
     assert min(e2e["this"]["p50_ms"]) <= 0.8 * min(e2e["before"]["p50_ms"])
 
 
-def test_the_reference_run_shows_what_lesson_07_says_of_threads_batching_and_back_pressure():
+def test_the_committed_run_shows_what_lesson_07_says_of_threads_batching_and_back_pressure():
     """Sections 3 and 4 of the lesson read their claims off the committed run: each is checked
     here, so a rerun that says otherwise fails until the prose is changed."""
     results = json.loads(COMMITTED.read_text())

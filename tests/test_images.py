@@ -63,6 +63,31 @@ def test_huge_images_are_shrunk_and_bombs_refused():
         images.open_image_bytes(buf.getvalue())
 
 
+def _png_header_only(width: int, height: int) -> bytes:
+    """The first bytes of a PNG that claims `width` x `height` and holds no pixel data."""
+    buf = io.BytesIO()
+    Image.new("L", (width, height)).save(buf, format="PNG")
+    # signature, IHDR (the size) and the header of the first IDAT chunk: Pillow opens it, and
+    # decoding it fails for want of pixel data
+    return buf.getvalue()[:41]
+
+
+def test_the_pixel_limit_is_checked_from_the_header_before_decoding():
+    """30 Mpx is over the course's 25 Mpx limit but under Pillow's own bomb limit (89 Mpx warns,
+    179 Mpx raises), so only the course's check can refuse it, and only with its own sentence.
+    The header-only PNG proves the check comes before decoding: decoding it would fail with
+    "not an image Pillow can read" instead."""
+    assert 30_000_000 < Image.MAX_IMAGE_PIXELS
+    with pytest.raises(images.ImageInputError,
+                       match=r"^The image is 6000x5000 pixels, more than the 25,000,000 allowed"):
+        images.open_image_bytes(_png_header_only(6000, 5000))
+    small = images.WorkLimits(max_pixels=999)  # the limit is the caller's, not a constant
+    with pytest.raises(images.ImageInputError, match=r"40x25 pixels, more than the 999 allowed"):
+        images.open_image_bytes(_png_header_only(40, 25), limits=small)
+    with pytest.raises(images.ImageInputError, match="not an image Pillow can read"):
+        images.open_image_bytes(_png_header_only(40, 24), limits=images.WorkLimits(max_pixels=960))
+
+
 def test_clear_errors_for_bad_inputs(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     cases = [tmp_path / "missing.png", tmp_path / "notes.txt", tmp_path, "ftp://host/x.png"]

@@ -1,14 +1,19 @@
 """The model compiles with torch.jit.script, matches eager mode, and tracing's pitfalls are real."""
 
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lab_code import preprocess
-from lab_code.artifacts import load_torchscript, quiet_torchscript
+from lab_code.artifacts import bundled_model_path, load_torchscript, quiet_torchscript
 from lab_code.training import data, export
 from lab_code.training.model import LineRecognizer
+
+EXAMPLES = Path(preprocess.__file__).parent / "assets" / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +37,59 @@ def test_scripted_model_saves_loads_and_matches_eager(model, tmp_path):
     parity = export.check_parity(model, compiled, batch)
     assert parity.ok, parity
     assert compiled.charset == list(data.CHARSET)
+
+
+def eager_copy_of(scripted: torch.jit.ScriptModule) -> LineRecognizer:
+    """An eager LineRecognizer holding a TorchScript model's weights (its sizes read from them)."""
+    weights = scripted.state_dict()
+    channels = tuple(weights[f"features.{i}.0.weight"].shape[0] for i in range(5))
+    hidden = weights["rnn.weight_hh_l0"].shape[1]
+    eager = LineRecognizer("".join(scripted.charset), channels=channels, hidden=hidden)
+    eager.load_state_dict(weights)
+    return eager.eval()
+
+
+def undecorated(model, logits: torch.Tensor) -> list[str]:
+    """Greedy CTC decoding without the final strip: what the model's steps spell."""
+    texts = []
+    for row in logits.argmax(-1).tolist():
+        kept = [i for n, i in enumerate(row) if i != 0 and (n == 0 or i != row[n - 1])]
+        texts.append("".join(model.charset[i - 1] for i in kept))
+    return texts
+
+
+def test_the_bundled_model_strips_the_spaces_it_reads_in_a_margin_eager_and_scripted():
+    """The bundled examples with a blank margin added make the trained model spell a space
+    there: the eager model and its TorchScript compilation must both return the text without it,
+    and the same text."""
+    bundled = load_torchscript(bundled_model_path())
+    eager = eager_copy_of(bundled)
+    scripted = export.script(eager)  # compiled from this checkout's code, not the file's
+    lines = []
+    for path in sorted(EXAMPLES.glob("*.png")):
+        for arr in preprocess.line_arrays(Image.open(path)):
+            blank = np.zeros((arr.shape[0], 32), arr.dtype)
+            lines.append(np.concatenate([blank, arr, blank], axis=1))
+    batch = preprocess.batch(lines)
+    with torch.no_grad():
+        logits = eager.logits(batch)
+        spelled = undecorated(eager, logits)
+        edged = [t for t in spelled if t != t.strip()]
+        assert len(edged) >= 3, (f"the bundled model spells no edge space on these lines "
+                                 f"({spelled}): pick lines or margins where it does")
+        want = [t.strip() for t in spelled]
+        assert eager.decode(logits) == want
+        assert scripted(batch) == want
+        assert (scripted.logits(batch) - logits).abs().max().item() < 1e-4
+
+
+def test_decode_strips_edge_spaces_eager_and_scripted(model):
+    classes = len(data.CHARSET) + 1
+    space, a, b = (data.CHARSET.index(ch) + 1 for ch in " ab")
+    steps = [space, 0, a, 0, space, b, b, space, space, 0, space]  # " a b  " once merged
+    logits = torch.nn.functional.one_hot(torch.tensor([steps]), classes).float()
+    assert model.decode(logits) == ["a b"]
+    assert export.script(model).decode(logits) == ["a b"]
 
 
 def test_decode_merges_repeats_and_drops_blanks(model):

@@ -17,6 +17,9 @@ import pytest
 from lab_code.recognizer import TextRecognizer
 from lab_code.training import data, evaluate, fonts
 
+# the model reads thousands of lines: up to 375 s a test at load average 14
+pytestmark = pytest.mark.timeout(900)
+
 # measured on 2026-12-03: 0.39%, 0.89%, 0.03%, 2.75% (plain set 1.32%), 0.12%; documents
 # 1.30% (lines at 100 dpi 1.89%, code lines 5.46%), held-out document lines 4.76%
 REALWORLD_CER = 0.006

@@ -1,8 +1,11 @@
 """Packaging stays consistent: pyproject, environment.yml, Makefile, CI and package data."""
 
 import re
+import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -45,11 +48,57 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in ci and "make test" in readme
 
 
-def test_bundled_model_ships_as_package_data():
+def test_the_bundled_model_is_tracked_and_ships_in_the_wheel(tmp_path):
+    """What ships is what a clone holds, built as pip builds it: the tracked package files (and
+    only those) go into a wheel, which must carry the model and its manifest, byte for byte."""
     data = PYPROJECT["tool"]["setuptools"]["package-data"]["lab_code"]
     assert "artifacts/*" in data
-    tracked = subprocess.run(["git", "ls-files", "lab_code/artifacts"], cwd=ROOT,
-                             capture_output=True, text=True).stdout
-    model = ROOT / "lab_code" / "artifacts" / "text_recognizer.pt"
-    assert model.is_file() and model.stat().st_size <= 5 * 1024 * 1024
-    assert tracked == "" or "text_recognizer.pt" in tracked
+    listed = subprocess.run(["git", "ls-files", "-z", "--", "lab_code", "pyproject.toml",
+                             "README.md", "LICENSE"], cwd=ROOT, capture_output=True, text=True)
+    assert listed.returncode == 0, f"not a git checkout: {listed.stderr.strip()}"
+    tracked = [f for f in listed.stdout.split("\0") if f]
+    model = "lab_code/artifacts/text_recognizer.pt"
+    manifest = "lab_code/artifacts/manifest.json"
+    missing = {model, manifest} - set(tracked)
+    assert not missing, f"{sorted(missing)} not tracked: `git add` them, or a clone has no model"
+    source = tmp_path / "clone"
+    for rel in tracked:
+        if (ROOT / rel).is_file():
+            (source / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, source / rel)
+    built = subprocess.run(
+        [sys.executable, "-c", "import sys; from setuptools import build_meta as b; "
+         "print(b.build_wheel(sys.argv[1]))", str(tmp_path / "dist")],
+        cwd=source, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    wheel = tmp_path / "dist" / built.stdout.strip().splitlines()[-1]
+    with zipfile.ZipFile(wheel) as zf:
+        for rel in (model, manifest):
+            assert zf.read(rel) == (ROOT / rel).read_bytes(), f"the wheel's {rel} differs"
+    assert (ROOT / model).stat().st_size <= 5 * 1024 * 1024
+
+
+def test_every_test_and_notebook_cell_has_a_time_limit():
+    """pytest-timeout is installed where the tests run (the dev extra, the Colab-like venv) and
+    set; a notebook cell may take as long as conftest lets a whole notebook take, not longer."""
+    from conftest import NOTEBOOK_LIMIT_S
+
+    dev = PYPROJECT["project"]["optional-dependencies"]["dev"]
+    assert any(d.startswith("pytest-timeout") for d in dev)
+    settings = PYPROJECT["tool"]["pytest"]["ini_options"]
+    assert 0 < settings["timeout"] <= 600 and settings["timeout_method"] == "signal"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pytest-timeout" in re.search(r"^COLAB_PINS \?=(.*?)(?<!\\)$", makefile,
+                                         re.M | re.S).group(1)
+    cell = re.search(r"--nbval-cell-timeout=(\d+)", makefile)
+    assert cell and int(cell.group(1)) == NOTEBOOK_LIMIT_S
+    for target in ("test", "colab-test"):
+        recipe = re.search(rf"^{target}:.*?(?=^\S)", makefile, re.M | re.S).group(0)
+        assert "$(NBVAL)" in recipe, f"make {target} runs the notebooks without NBVAL's settings"
+
+
+def test_the_mutation_check_stays_out_of_make_test():
+    makefile = (ROOT / "Makefile").read_text()
+    test = re.search(r"^test:.*?(?=^\S)", makefile, re.M | re.S).group(0)
+    assert "mutate" not in test
+    assert re.search(r"^mutate: setup", makefile, re.M)

@@ -12,6 +12,9 @@ from lab_code.recognizer import TextRecognizer
 from lab_code.training import data, stage_model
 from lab_code.training.train import TrainConfig, load_checkpoint, train
 
+# a model is trained in the first test's setup: 95 s at load average 14
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

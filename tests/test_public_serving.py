@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from stand_ins import serve_http
+from stand_ins import serve_http, wait_for
 
 from lab_code import images, urlfetch
 from lab_code.serving import serverless
@@ -34,6 +34,7 @@ from lab_code.serving.processes import start_background, stop_background
 from lab_code.training import data
 
 TIMEOUT = 60  # generous, only so that a broken guard fails instead of hanging
+PROMPT = 15  # an answer that should come at once (a refusal, a deadline) comes within this
 
 
 def png(img: Image.Image) -> bytes:
@@ -92,14 +93,31 @@ def serve_on(host: str, handler, port: int = 0):
         thread.join(5)
 
 
+class Upstream(str):
+    """An upstream's base URL that also counts the requests it is answering right now."""
+
+    serving: int = 0
+
+
 @contextlib.contextmanager
 def upstream(kind: str, target: str = "", host: str = "127.0.0.1"):
     """Misbehaving upstreams: `trickle` (one byte every 0.5 s, forever), `huge` (claims 500 MB),
-    `html` (not an image), `redirect` (302 to `target`), `loop` (redirects to itself)."""
-    stop = threading.Event()
+    `html` (not an image), `redirect` (302 to `target`), `loop` (redirects to itself). Yields
+    its base URL, whose `serving` counts the requests in progress."""
+    stop, lock = threading.Event(), threading.Lock()
+    live: list[Upstream] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - the name http.server calls
+            with lock:
+                live[0].serving += 1
+            try:
+                self.answer()
+            finally:
+                with lock:
+                    live[0].serving -= 1
+
+        def answer(self):
             if kind in ("redirect", "loop"):
                 self.send_response(302)
                 self.send_header("location", target if kind == "redirect" else self.path + "x")
@@ -125,7 +143,8 @@ def upstream(kind: str, target: str = "", host: str = "127.0.0.1"):
 
     try:
         with serve_on(host, Handler) as base:
-            yield base
+            live.append(Upstream(base))
+            yield live[0]
     finally:
         stop.set()
 
@@ -335,15 +354,52 @@ def test_the_line_and_column_limits_each_refuse_before_cropping(monkeypatch):
         images.page_lines(Image.new("L", (4000, 10), 255))
 
 
-def test_a_thin_strip_and_noise_are_bounded(backend):
+def rss_mb() -> float:
+    """This process's resident memory, from /proc (Linux)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def measured(fn):
+    """fn()'s result, with the wall and CPU seconds it took (this process, every thread) and the
+    most resident memory it added, sampled every 5 ms."""
+    start_mb, peak = rss_mb(), [0.0]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], rss_mb() - start_mb)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        result = fn()
+    finally:
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        done.set()
+        sampler.join()
+    return result, wall, cpu, max(peak[0], rss_mb() - start_mb)
+
+
+def test_a_thin_strip_and_noise_are_answered_within_time_and_memory_bounds(backend):
+    """Each is answered (read as no text, or refused with one sentence) within 10 CPU-seconds,
+    30 s and 300 MB more memory. Measured on a loaded 2-core machine (load average 12): about
+    3.4 s and 85 MB for the noise, 0.2 s and 9 MB for each strip. The bounds are loose on purpose:
+    they tell bounded work from a runaway, not fast from slow. CPU time, not wall time, carries
+    the tight bound, since other processes on a shared machine do not add to it."""
     rng = np.random.default_rng(0)
     strip = np.where(np.arange(100_000) % 2 == 0, 0, 255).astype(np.uint8)[:, None]
     noise = (rng.random((1500, 1500)) > 0.5).astype(np.uint8) * 255
     for name, arr in [("1 x 100,000 strip", strip), ("100,000 x 1 strip", strip.T),
                       ("noise 1500x1500", noise)]:
-        status, body = probe("handler", name, lambda a=arr: call(
-            backend, {"image": b64(png(Image.fromarray(a)))}))
-        assert status in (200, 422), body
+        payload = {"image": b64(png(Image.fromarray(arr)))}
+        (status, body), wall, cpu, grew_mb = measured(lambda p=payload: call(backend, p))
+        PROBES.append(("handler", f"{name} ({cpu:.1f} CPU-s, +{grew_mb:.0f} MB)", status, wall))
+        if status != 200:
+            assert_one_sentence(status, body, 422)
+        assert cpu < 10 and wall < 30, f"{name}: {cpu:.1f} CPU-s, {wall:.1f} s"
+        assert grew_mb < 300, f"{name}: memory grew by {grew_mb:.0f} MB"
 
 
 def test_a_real_page_of_40_lines_still_works(backend):
@@ -381,10 +437,13 @@ def serve_app(app):
 
 @pytest.fixture
 def stuck_model(backend, monkeypatch):
-    """The model blocks until the test releases it: a pass that takes minutes."""
+    """The model blocks until the test releases it (`.set()`): a pass that takes minutes;
+    `.entered` is set once a call has started."""
     release = threading.Event()
+    release.entered = threading.Event()
 
     def stuck(lines):
+        release.entered.set()
         release.wait(TIMEOUT)
         return ["" for _ in lines]
 
@@ -393,15 +452,23 @@ def stuck_model(backend, monkeypatch):
     release.set()
 
 
-def test_a_full_queue_answers_503_with_retry_after_and_health_stays_instant(backend, stuck_model):
+def test_a_full_queue_answers_503_with_retry_after_and_health_stays_instant(backend, stuck_model,
+                                                                            monkeypatch):
     limits = replace(ServiceLimits(), max_waiting=3, deadline_s=30, stuck_after_s=1.0)
     app = serverless.create_app(backend.recognizer, limits=limits)
+    admitted = []  # a request reads its image once it is admitted
+    real_lines = serverless.request_lines
+    monkeypatch.setattr(serverless, "request_lines",
+                        lambda *a, **k: admitted.append(1) or real_lines(*a, **k))
     with serve_app(app) as url, ThreadPoolExecutor(8) as pool:
         waiting = [pool.submit(requests.post, url, json={"image": b64(LINE)}, timeout=TIMEOUT)
                    for _ in range(3)]
-        time.sleep(1.5)  # the three are admitted and the model is stuck on the first
+        wait_for(lambda: len(admitted) == 3 and stuck_model.entered.is_set(), TIMEOUT,
+                 "the three to be admitted and the model to be stuck on the first")
+        wait_for(lambda: app.state.worker().stuck_for() > limits.stuck_after_s, TIMEOUT,
+                 "the model call to run longer than stuck_after_s")
         start = time.perf_counter()
-        over = requests.post(url, json={"image": b64(LINE)}, timeout=TIMEOUT)
+        over = requests.post(url, json={"image": b64(LINE)}, timeout=PROMPT)  # 503 at once
         PROBES.append(("HTTP", "a 4th request while 3 wait (max_waiting=3)", over.status_code,
                        time.perf_counter() - start))
         assert_one_sentence(over.status_code, over.json(), 503, "busy")
@@ -421,7 +488,8 @@ def test_a_request_past_its_deadline_is_a_json_504(backend, stuck_model):
     limits = replace(ServiceLimits(), deadline_s=1.0)
     handler = make_handler(serverless.create_app(backend.recognizer, limits=limits))
     start = time.perf_counter()
-    resp = handler({"image": b64(LINE)}, None)
+    with ThreadPoolExecutor(1) as pool:  # the answer comes at the deadline, not when the model does
+        resp = pool.submit(handler, {"image": b64(LINE)}, None).result(timeout=1.0 + PROMPT)
     PROBES.append(("handler", "model stuck, deadline 1 s", resp["statusCode"],
                    time.perf_counter() - start))
     assert_one_sentence(resp["statusCode"], json.loads(resp["body"]), 504, "longer than 1 s")
@@ -509,7 +577,7 @@ def test_service_refuses_a_500_mb_content_length_before_reading_the_body(service
     """Only the headers are sent: the 413 must come without waiting for 500 MB."""
     host, port = "127.0.0.1", service.port
     start = time.perf_counter()
-    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+    with socket.create_connection((host, port), timeout=PROMPT) as sock:
         sock.sendall(f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {500 * 2**20}\r\n\r\n".encode())
         reply = b""
@@ -554,7 +622,7 @@ def test_trusted_service_reads_the_canary_and_cuts_a_trickle_at_its_deadline(tru
     with upstream("trickle") as base, ThreadPoolExecutor(2) as pool:
         slow = pool.submit(probe, "HTTP", "trickling upstream (opt-in, deadline 3 s)",
                            lambda: post(trusted_service.url, {"image_url": base + "/slow.png"}))
-        time.sleep(0.5)
+        wait_for(lambda: base.serving, TIMEOUT, "the service to start the trickling download")
         start = time.perf_counter()
         health = requests.get(trusted_service.url + "health", timeout=TIMEOUT)
         PROBES.append(("HTTP", "/health during the trickle", health.status_code,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import requests
 from PIL import Image
+from stand_ins import wait_for
 from test_public_serving import upstream
 
 from lab_code.serving.ports import free_port
@@ -133,7 +134,9 @@ def test_well_behaved_clients_are_served_while_attackers_flood(tmp_path):
             stop.set()
             for future in futures:
                 future.result(timeout=90)
-        time.sleep(3)  # let the last downloads reach their deadline
+            # the service's downloads end at their deadline, when it hangs up on the upstream
+            wait_for(lambda: slow_base.serving == 0, 60,
+                     "the service to hang up on every trickling download")
         end_mb = rss_mb(proc.pid)
         after = requests.get(url + "health", timeout=10).json()
     finally:
