@@ -21,7 +21,7 @@ DECKS = sorted((ROOT / "slides").glob("*.md"))
 IDS = [d.stem for d in DECKS]
 # Every stage of the course's pipeline; the diagram must name them all.
 STAGES = ("data", "train", "checkpoint", "export", "registry", "recognizer", "profiling", "app",
-          "serverless", "tunnel", "Dockerfiles")
+          "serverless", "tunnel", "Dockerfiles", "speed and cost")
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 COMMENT = re.compile(r"<!--(.*?)-->", re.S)
 # Comments that are Marp directives, not speaker notes.
@@ -85,7 +85,7 @@ def diagram(deck: Path) -> str | None:
 
 
 def test_there_are_decks():
-    assert len(DECKS) >= 7, "slides/ should hold one deck per lesson (00..06)"
+    assert len(DECKS) >= 8, "slides/ should hold one deck per lesson (00..07)"
 
 
 @pytest.mark.parametrize("deck", DECKS, ids=IDS)
