@@ -516,7 +516,8 @@ def launching_sources() -> dict[str, str]:
         text = path.read_text()
         if path == helper:
             tree = ast.parse(text)
-            own = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "launch")
+            own = next(n for n in tree.body
+                       if isinstance(n, ast.FunctionDef) and n.name == "launch")
             text = text.replace(ast.get_source_segment(text, own), "")
         found[rel(path)] = text
     return found
@@ -525,8 +526,9 @@ def launching_sources() -> dict[str, str]:
 def test_every_page_is_launched_with_its_limits():
     offenders = [f"{where}: {call}" for where, source in launching_sources().items()
                  for call in other_launches(source)]
-    assert not offenders, ("start Gradio pages with `app.launch(demo, ...)` (lab_code.serving.app), "
-                           "which adds the upload cap and the bounded queue:\n" + "\n".join(offenders))
+    assert not offenders, ("start Gradio pages with `app.launch(demo, ...)` "
+                           "(lab_code.serving.app), which adds the upload cap and the bounded "
+                           "queue:\n" + "\n".join(offenders))
 
 
 def test_the_launch_check_bites():
@@ -536,3 +538,134 @@ def test_the_launch_check_bites():
     assert not other_launches("url, _ = app.launch(demo, auth=(user, password))")
     sources = launching_sources()
     assert any("app.launch(" in s for w, s in sources.items() if w.startswith("notebooks/05"))
+
+
+
+def test_the_pages_limits_are_quoted_as_they_are():
+    """Decks quote app.launch's limits in numbers: they must be the app's."""
+    from lab_code.serving import app
+
+    quoted = re.compile(r"(\d+) MB\s+upload cap, (\d+) predictions at once,? (\d+) waiting")
+    found = [(rel(path), m.groups()) for path in DECKS
+             for m in quoted.finditer(path.read_text())]
+    assert found, "the decks no longer quote the page's limits (a test guards the numbers)"
+    wanted = (str(app.MAX_UPLOAD_MB), str(app.CONCURRENCY), str(app.QUEUE_SIZE))
+    wrong = [f"{where}: {numbers}" for where, numbers in found if numbers != wanted]
+    assert not wrong, f"the page's limits are {wanted}: " + "; ".join(wrong)
+
+# --- AWS facts (AWS's Lambda documentation, read 2026-12-03) -------------------------------------
+
+def aws_chunks() -> dict[str, str]:
+    """Units of prose a reader takes in at once: markdown cells, slides, README sections."""
+    chunks = {}
+    for path in LESSONS:
+        for i, cell in enumerate(nb.read(path).cells):
+            if cell.cell_type == "markdown":
+                chunks[f"{rel(path)} cell {i}"] = cell.source
+    for path in DECKS:
+        for i, slide in enumerate(path.read_text().split("\n---\n")):
+            chunks[f"{rel(path)} slide {i}"] = slide
+    for path in (ROOT / "README.md", ROOT / "docker" / "README.md",
+                 ROOT / "profiling" / "README.md"):
+        for i, section in enumerate(re.split(r"\n(?=## )", path.read_text())):
+            chunks[f"{rel(path)} section {i}"] = section
+    return chunks
+
+
+LAMBDA_KIND = re.compile(r"CPU only|one request (?:per|each)|one request at a time", re.I)
+LAMBDA_LIMIT = re.compile(r"(?<![\d.,])(?:6 MB|15 minutes|10,240 MB|1,769 MB|"
+                          r"1,000 (?:environments|concurrent))", re.I)
+DATED = re.compile(r"\b20\d\d-\d\d-\d\d\b|\b(?:January|February|March|April|May|June|July|"
+                   r"August|September|October|November|December) 20\d\d\b")
+
+
+def lambda_problems(chunks: dict[str, str]) -> list[str]:
+    problems = []
+    for where, text in chunks.items():
+        if "lambda" not in text.lower():
+            continue
+        if re.search(r"own account", text, re.I):
+            problems.append(f"{where}: Lambda may pull an image from another account's ECR "
+                            "repository in the same Region")
+        if LAMBDA_KIND.search(text) and not re.search(r"default|Managed Instances", text):
+            problems.append(f"{where}: say which kind of function (a default one; Managed "
+                            f"Instances differ): {LAMBDA_KIND.search(text).group(0)!r}")
+        if re.search(r"1,000 (?:environments|concurrent)", text) and "new account" not in text:
+            problems.append(f"{where}: quote the default concurrency with new accounts' "
+                            "lower quota")
+        if LAMBDA_LIMIT.search(text) and not DATED.search(text):
+            problems.append(f"{where}: date the limit {LAMBDA_LIMIT.search(text).group(0)!r}")
+    return problems
+
+
+def test_lambda_facts_are_the_current_ones_and_dated():
+    problems = lambda_problems(aws_chunks())
+    assert not problems, "\n".join(problems)
+
+
+def test_the_lambda_fact_check_bites():
+    assert lambda_problems({"x": "Lambda pulls images only from ECR in its own account."})
+    assert lambda_problems({"x": "Lambda is CPU only (AWS, read 2026-12-03)."})
+    assert lambda_problems({"x": "Lambda: 1,000 concurrent executions (read 2026-12-03)."})
+    assert lambda_problems({"x": "Lambda takes 6 MB payloads."})
+    assert not lambda_problems({"x": "A default Lambda function is CPU only; its payloads are "
+                                     "6 MB (AWS quotas page, read 2026-12-03)."})
+
+
+def test_the_deploy_steps_create_the_role_and_grant_both_permissions():
+    """docker/README.md's hand steps: an execution role, and both permissions for a public URL
+    (since October 2025 a new Function URL needs lambda:InvokeFunctionUrl and
+    lambda:InvokeFunction; with one of them it answers 403)."""
+    text = (ROOT / "docker" / "README.md").read_text()
+    assert "aws iam create-role" in text and "lambda.amazonaws.com" in text
+    assert "aws iam attach-role-policy" in text and "AWSLambdaBasicExecutionRole" in text
+    assert re.search(r"add-permission [^\n]*--action lambda:InvokeFunctionUrl [^\n]*"
+                     r"--function-url-auth-type NONE", text)
+    assert re.search(r"add-permission [^\n]*--action lambda:InvokeFunction [^\n]*"
+                     r"--invoked-via-function-url", text)
+
+
+# --- lesson 00's claims -------------------------------------------------------------------------
+
+def lesson_00_cell(marker: str, kind: str) -> str:
+    cells = [c.source for c in nb.read(ROOT / "notebooks" / "00_overview.ipynb").cells
+             if c.cell_type == kind and marker in c.source]
+    assert len(cells) == 1, f"lesson 00 should have one {kind} cell with {marker!r}"
+    return cells[0]
+
+
+def test_lesson_00_lists_the_package_without_loading_anything():
+    """The listing reads docstrings from the files: no torch, no model, no module of lab_code."""
+    cell = lesson_00_cell("ast.get_docstring", "code")
+    probe = cell + textwrap.dedent("""
+        import sys
+        loaded = sorted(m for m in sys.modules if m.startswith(("torch", "gradio", "lab_code.")))
+        print("LOADED", loaded)
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "lambda_function" in done.stdout and "recognizer" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "LOADED []", done.stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_lesson_00_font_claims_hold():
+    """The first prediction's line: a font family training leaves out, at a size training draws."""
+    import numpy as np
+
+    from lab_code.training import data, fonts
+    from lab_code.training.charset import CHARSET
+
+    prose = lesson_00_cell("## A first prediction", "markdown")
+    code = lesson_00_cell('"Deploying a model is a skill."', "code")
+    assert not re.search(r"never been asked|never seen|never used", prose), (
+        "lesson 00 may claim only what the cell prints: whether training used the font")
+    assert "training leaves out" in prose and "fonts.held_out_fonts(CHARSET)" in code
+    held, training = set(fonts.held_out_fonts(CHARSET)), set(data.fonts())
+    assert not held & training, "a held-out font is in the training list"
+    size = int(re.search(r"size, (\d+) pixels, is one that training draws", prose).group(1))
+    assert f"size={size})" in code
+    rng = np.random.default_rng(0)
+    drawn = {data.Style.random(rng).size for _ in range(3000)}
+    assert size in drawn, f"training draws sizes {min(drawn)}-{max(drawn)}, not {size}"

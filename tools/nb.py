@@ -275,7 +275,8 @@ def lesson_00_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def slide_pipeline(number: str) -> str:
-    spec = importlib.util.spec_from_file_location("course_slides_tool", ROOT / "tools" / "slides.py")
+    spec = importlib.util.spec_from_file_location("course_slides_tool",
+                                                  ROOT / "tools" / "slides.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.pipeline(number)
@@ -307,7 +308,7 @@ def write_map() -> list[Path]:
             continue
         text = deck.read_text()
         drawn = slide_pipeline(lesson.number)
-        new = DIAGRAM.sub(lambda m: m.group(1) + drawn + m.group(3), text, count=1)
+        new = DIAGRAM.sub(lambda m, drawn=drawn: m.group(1) + drawn + m.group(3), text, count=1)
         if new != text:
             deck.write_text(new)
             changed.append(deck)

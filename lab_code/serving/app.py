@@ -39,7 +39,7 @@ TITLE = "Text recognizer"
 MAX_UPLOAD_MB = 10
 CONCURRENCY = 2  # predictions running at once
 QUEUE_SIZE = 16  # predictions waiting beyond those; Gradio answers "queue is full" past this
-LAUNCH_LIMITS = {"max_file_size": f"{MAX_UPLOAD_MB}mb"}  # what launch() adds to demo.launch()
+LAUNCH_LIMITS = {"max_file_size": f"{MAX_UPLOAD_MB}mb"}  # what launch() adds to Gradio's own
 DESCRIPTION = (
     "Upload, paste or drop a picture of printed text (one line or a few lines), then press "
     "**Submit** to read it. Or click one of the examples below."
