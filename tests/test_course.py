@@ -669,3 +669,25 @@ def test_lesson_00_font_claims_hold():
     rng = np.random.default_rng(0)
     drawn = {data.Style.random(rng).size for _ in range(3000)}
     assert size in drawn, f"training draws sizes {min(drawn)}-{max(drawn)}, not {size}"
+
+
+# --- timings in prose ----------------------------------------------------------------------------
+
+# "20 ms with one thread and 7 seconds with two": a figure typed into prose drifts from the runs it
+# came from. Lessons print such figures from a committed run in profiling/results instead.
+THREAD_TIMING = re.compile(r"\b\d[\d.,]*\s*(?:ms|s|seconds?|milliseconds?)\b[^.|]{0,40}?"
+                           r"\bwith (?:one|two|three|four|\d+)(?: torch)? threads?\b", re.I)
+
+
+def thread_timings(chunks: dict[str, str]) -> list[str]:
+    return [f"{where}: {m.group(0)!r}" for where, text in chunks.items()
+            for m in THREAD_TIMING.finditer(text)]
+
+
+def test_thread_timings_are_printed_from_committed_runs_not_typed():
+    found = thread_timings(aws_chunks())
+    assert not found, ("print these from a committed run in profiling/results (as lesson 07 "
+                       "does), or drop them:\n" + "\n".join(found))
+    old = ("the 95th percentile for the one-line image was\n20 ms with one thread and 7 "
+           "**seconds** with two.")
+    assert thread_timings({"old lesson 04": old.replace("**", "")})
