@@ -32,21 +32,21 @@ class Lesson:
 
 
 LESSONS: tuple[Lesson, ...] = (
-    Lesson("00", "overview", "What we build, and a check of your environment", "Overview", 35,
+    Lesson("00", "overview", "What we build, and a check of your environment", "Overview", 40,
            "see the whole path, check your environment, run the tests"),
     Lesson("01", "torchscript", "From a trained network to a compiled TorchScript file",
            "TorchScript", 80,
            "compile the model (script vs trace), check parity, stage it in a registry and W&B, "
            "run the CLI, meet `torch.export`"),
     Lesson("02", "profiling", "Batch 1 vs batch 16: profiling inference", "Profiling inference",
-           85,
+           90,
            "profile batch 1 vs batch 16 with `torch.profiler`, read the trace in Perfetto, pick a "
            "batch size under a latency budget"),
     Lesson("03", "gradio_ui", "A Gradio UI around the model", "A Gradio UI", 80,
            "wrap the model in a web page with its limits, call its HTTP API with curl, "
            "`requests` and `gradio_client`"),
     Lesson("04", "serverless_backend", "The model as a serverless backend",
-           "A serverless backend", 80,
+           "A serverless backend", 85,
            "write a Lambda handler with FastAPI and Mangum, run it locally over HTTP, keep its "
            "error contract, put the UI in front of it"),
     Lesson("05", "ngrok_tunnel", "A public URL with ngrok", "A public URL with ngrok", 90,
