@@ -11,8 +11,8 @@ HOST ?= 127.0.0.1
 PORT ?= 7860
 
 .DEFAULT_GOAL := help
-.PHONY: help setup app lab test fonts model slides lint clean colab-setup colab-test screenshot \
-	mutate
+.PHONY: help setup app lab test quick fonts model slides slides-if-node lint clean colab-setup \
+	colab-test screenshot mutate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,8 +35,20 @@ lab: setup ## open the lessons in JupyterLab
 # A notebook cell may run as long as a whole notebook may (tests/conftest.py's NOTEBOOK_LIMIT_S).
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=120
 
-test: setup slides ## run the tests, every notebook and solution (nbval), and build the slides
+test: setup slides-if-node ## everything CI runs: the tests, every notebook and solution, the slides
 	$(BIN)/python -m pytest tests notebooks solutions $(NBVAL)
+
+quick: setup ## the fast tests only: no notebooks, no slow or browser tests (a few minutes)
+	$(BIN)/python -m pytest tests -m "not slow and not browser" -q
+
+# The slides need Node.js; a learner without it still gets every other test. Under CI=true they
+# are required: the build runs, and fails without Node.
+slides-if-node: setup
+	@if [ "$$CI" = true ] || { command -v node && command -v npm; } >/dev/null 2>&1; then \
+	    $(MAKE) --no-print-directory slides; \
+	else \
+	    echo "Slides skipped: Node.js and npm are not installed (install them, then run make slides)."; \
+	fi
 
 # Training fonts: Debian packages (as root). Without apt, training falls back to matplotlib's
 # fonts with a warning; install similar font files into ~/.local/share/fonts or /usr/share/fonts.

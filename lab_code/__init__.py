@@ -6,7 +6,8 @@ The folders are the sides, and the file list says which code runs in production:
   pixel contract), `images` (bytes, files and URLs to line arrays, within work limits),
   `urlfetch` (the one URL policy), `recognizer` (loads a compiled file and reads text),
   `artifacts` (file names, loading, hashing, the registry layout), `registry` (fetch a staged
-  model, verified), `threads`, `timings`, `devices`, and `commands` (the `python -m` entry);
+  model, verified), `threads`, `timings`, `devices`, `commands` (the `python -m` entry), and
+  `course` (the course map: lessons, titles, times, the pipeline diagram);
 - `serving/` runs in production: the HTTP backend (`serverless`, with one room per idea beside
   it: `limits`, `schemas`, `errors`, `cache`, `worker`, `guard`, `logs`, `runner`), its Lambda
   entry (`lambda_function`, `lambda_adapter`), the Gradio UI (`app`), the ngrok `tunnel`,

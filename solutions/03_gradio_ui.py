@@ -18,9 +18,8 @@ page = next(p for p in app.example_paths() if p.name == "page_3_lines.png")
 
 @contextlib.contextmanager
 def serving(demo):
-    """Serve a Gradio app on 127.0.0.1 for the duration of a `with` block, then close it."""
-    _, url, _ = demo.launch(server_name="127.0.0.1", share=False, prevent_thread_lock=True,
-                            quiet=True)
+    """Serve a Gradio app on 127.0.0.1, with the course's limits, for a `with` block; then close it."""
+    url, _ = app.launch(demo)
     try:
         yield url.rstrip("/")
     finally:

@@ -124,22 +124,3 @@ for name, (trip, server, local) in rows.items():
 
 stop_background(service)  # done with the service
 print("service stopped")
-
-# %% [exercise 4]
-PRICE_PER_REQUEST = 0.20 / 1_000_000
-PRICE_PER_GB_SECOND = 0.0000166667
-MEMORY_GB = 2048 / 1024
-
-
-def monthly_cost(requests_per_month: int, seconds: float, memory_gb: float = MEMORY_GB) -> float:
-    return requests_per_month * (PRICE_PER_REQUEST + seconds * memory_gb * PRICE_PER_GB_SECOND)
-
-
-warm_s = rows["line_sans.png"][0] / 1000  # measured in exercise 3
-print(f"100,000 warm requests a month: ${monthly_cost(100_000, warm_s):.2f}")
-print(f"break-even with a $30/month server: {30 / monthly_cost(1, warm_s):,.0f} requests a month")
-print(f"100,000 cold starts (+5 s each): ${monthly_cost(100_000, warm_s + 5):.2f}")
-# At tens of milliseconds a request, Lambda costs cents for light traffic; only millions of
-# requests a month make an always-on server cheaper. Cold starts are billed too (the init phase
-# is billed time), so a workload that always starts cold pays mostly for loading the model.
-

@@ -89,8 +89,7 @@ if not os.environ.get("NGROK_AUTHTOKEN"):
     print("This exercise needs NGROK_AUTHTOKEN (and internet): set it and run the cell again.")
 else:
     demo = app.make_frontend(app.PredictorBackend())
-    _, url, _ = demo.launch(server_name="127.0.0.1", auth=("student", secrets.token_urlsafe(12)),
-                            prevent_thread_lock=True, quiet=True)
+    url, _ = app.launch(demo, auth=("student", secrets.token_urlsafe(12)))
     try:
         first, second = two_tunnels(int(url.rstrip("/").rsplit(":", 1)[1]))
         print(first, "\n" + second, "\nsame URL:", first == second)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import gradio as gr
 import pytest
 import requests
 from gradio_client import Client, handle_file
@@ -46,8 +47,7 @@ def served(recognizer) -> Iterator[str]:
     demo = app.make_frontend(app.PredictorBackend())
     port = _port()
     try:
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, quiet=True,
-                                prevent_thread_lock=True, **app.LAUNCH_LIMITS)
+        url, _ = app.launch(demo, "127.0.0.1", port)
         yield url.rstrip("/")  # http://127.0.0.1:PORT
     finally:
         demo.close()
@@ -107,10 +107,23 @@ def test_interface_settings():
     assert demo.api_name == "predict"
     assert len(demo.examples) == len(app.example_paths())
     assert not Path(app.__file__).with_suffix(".pyi").exists()  # what subclassing gr.Image did
-    # a bounded queue in front of the model: CONCURRENCY at once, QUEUE_SIZE waiting
-    assert demo._queue.default_concurrency_limit == app.CONCURRENCY == 2
-    assert demo._queue.max_size == app.QUEUE_SIZE == 16
-    assert app.LAUNCH_LIMITS == {"max_file_size": f"{app.MAX_UPLOAD_MB}mb"}
+
+
+def test_launch_gives_every_page_its_limits():
+    """app.launch, the one way the course starts a page: an upload cap and a bounded queue in
+    front of the model (CONCURRENCY at once, QUEUE_SIZE waiting), whatever page it serves."""
+    demo = gr.Interface(lambda text: text, "text", "text")  # not even the course's own page
+    port = _port()
+    try:
+        url, share_url = app.launch(demo, "127.0.0.1", port)
+        assert url.rstrip("/") == f"http://127.0.0.1:{port}" and share_url is None
+        assert demo._queue.default_concurrency_limit == app.CONCURRENCY == 2
+        assert demo._queue.max_size == app.QUEUE_SIZE == 16
+        assert demo.max_file_size == app.MAX_UPLOAD_MB * 2**20  # Gradio reads "10mb" as MiB
+        assert app.LAUNCH_LIMITS == {"max_file_size": f"{app.MAX_UPLOAD_MB}mb"}
+    finally:
+        demo.close()
+    assert _port_is_free(port)
 
 
 def test_api_is_named_predict_and_described(served):
@@ -295,8 +308,7 @@ def test_ui_in_front_of_remote_backend(backend_url, recognizer):
     demo = app.make_frontend(app.PredictorBackend(backend_url))
     port = _port()
     try:
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, quiet=True,
-                                prevent_thread_lock=True)
+        url, _ = app.launch(demo, "127.0.0.1", port)
         path = app.example_paths()[1]
         text = Client(url, verbose=False).predict(handle_file(str(path)), api_name="/predict")
         assert text == recognizer.predict(path)
@@ -309,8 +321,7 @@ def test_ui_says_when_backend_is_unreachable(recognizer):
     demo = app.make_frontend(app.PredictorBackend(f"http://127.0.0.1:{_port()}/", timeout=5))
     port = _port()
     try:
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, quiet=True,
-                                prevent_thread_lock=True)
+        url, _ = app.launch(demo, "127.0.0.1", port)
         event, data = call_http(url, data_url(app.example_paths()[0].read_bytes()))
         assert event == "error" and data["error"].startswith("Cannot reach the backend")
     finally:

@@ -50,8 +50,7 @@ def served() -> Iterator[str]:
     demo = app.make_frontend(app.PredictorBackend())
     port = ports.free_port("127.0.0.1")
     try:
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, quiet=True,
-                                prevent_thread_lock=True)
+        url, _ = app.launch(demo, "127.0.0.1", port)
         yield url
     finally:
         demo.close()

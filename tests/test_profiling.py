@@ -106,6 +106,35 @@ def test_op_costs_are_per_example_and_timing_is_spread_over_rounds(recognizer, t
     assert not (tmp_path / "traces").exists()
 
 
+def test_own_op_times_from_the_trace_file_match_the_profiler(tmp_path):
+    """traces.cpu_op_self_ms reads the file alone and agrees with key_averages' Self CPU, on the
+    module as its file holds it (lesson 02 profiles that one)."""
+    arrays, _ = profiling.load_lines()
+    prof, _ = profiling.profile_batch(profiling.load_model(), profiling.make_batch(arrays, 2, 64),
+                                      tmp_path / "bs2")
+    own = traces.cpu_op_self_ms(traces.read_trace(traces.find_trace(tmp_path / "bs2")), steps=3)
+    assert list(own.values()) == sorted(own.values(), reverse=True)
+    expected = {e.key: e.self_cpu_time_total / 1000 / 3 for e in prof.key_averages()}
+    for name in list(own)[:4]:
+        assert own[name] == pytest.approx(expected[name], rel=0.01, abs=0.01), name
+    assert "aten::mkldnn_convolution" in own and any(n.startswith("aten::mkldnn_rnn") for n in own)
+    with pytest.raises(FileNotFoundError, match="profile a batch first"):
+        traces.find_trace(tmp_path)
+
+
+def test_own_op_times_subtract_nested_calls_per_thread():
+    def op(name, ts, dur, tid=1):
+        return {"ph": "X", "cat": "cpu_op", "name": name, "ts": ts, "dur": dur, "pid": 1,
+                "tid": tid}
+
+    trace = {"traceEvents": [op("outer", 0, 100), op("mid", 10, 30), op("leaf", 20, 10),
+                             op("mid", 50, 20), op("outer", 0, 40, tid=2),
+                             {"ph": "X", "cat": "kernel", "name": "k", "ts": 0, "dur": 500}]}
+    own = traces.cpu_op_self_ms(trace)
+    assert own == pytest.approx({"outer": (100 - 30 - 20 + 40) / 1000, "mid": (20 + 20) / 1000,
+                                 "leaf": 10 / 1000})
+
+
 def test_gpu_busy_merges_overlapping_kernels():
     step = {"ph": "X", "cat": "user_annotation"}
     kernel = {"ph": "X", "cat": "kernel", "name": "k"}

@@ -8,6 +8,7 @@ import html
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -21,7 +22,7 @@ DECKS = sorted((ROOT / "slides").glob("*.md"))
 IDS = [d.stem for d in DECKS]
 # Every stage of the course's pipeline; the diagram must name them all.
 STAGES = ("data", "train", "checkpoint", "export", "registry", "recognizer", "profiling", "app",
-          "serverless", "tunnel", "Dockerfiles")
+          "serverless", "tunnel", "Dockerfiles", "speed and cost")
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 COMMENT = re.compile(r"<!--(.*?)-->", re.S)
 # Comments that are Marp directives, not speaker notes.
@@ -42,9 +43,17 @@ def _tool():
     return module
 
 
+def _skip_without_node() -> None:
+    """The build needs Node.js and npm: a learner without them skips (`make test` says so too);
+    CI fails."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        _skip_unless_ci("no Node.js and npm here: the decks are checked, not built")
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> Path:
     """Build every deck once per session (HTML only; the PDF path has its own test)."""
+    _skip_without_node()
     out = tmp_path_factory.mktemp("slides")
     done = subprocess.run([sys.executable, str(TOOL), "--out", str(out), "--pdf", "no"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -85,7 +94,7 @@ def diagram(deck: Path) -> str | None:
 
 
 def test_there_are_decks():
-    assert len(DECKS) >= 7, "slides/ should hold one deck per lesson (00..06)"
+    assert len(DECKS) >= 8, "slides/ should hold one deck per lesson (00..07)"
 
 
 @pytest.mark.parametrize("deck", DECKS, ids=IDS)
@@ -234,6 +243,7 @@ def test_every_slide_fits_on_the_slide(built):
 @pytest.mark.slow
 def test_pdf_build(tmp_path):
     """The PDF path, on one deck, where a Chromium is installed (CI installs one)."""
+    _skip_without_node()
     if _tool().find_chrome() is None:
         _skip_unless_ci("no Chromium here (set CHROME_PATH); the HTML tests still ran")
     done = subprocess.run([sys.executable, str(TOOL), str(DECKS[0]), "--out", str(tmp_path),
@@ -261,3 +271,24 @@ def test_pdf_yes_without_chromium_is_one_clear_line(tmp_path):
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert "CHROME_PATH" in done.stderr
 
+
+
+@pytest.mark.parametrize("ci", [False, True], ids=["learner", "CI"])
+def test_make_test_runs_without_node_unless_ci(tmp_path, ci):
+    """`make test` needs Python, make and git only: without Node it skips the slides with one
+    sentence; under CI=true the slides are required, so the same step fails."""
+    make = shutil.which("make")
+    if make is None or not (ROOT / ".venv" / ".installed").is_file():
+        pytest.skip("needs make and the checkout's .venv (make setup)")
+    no_node = tmp_path / "bin"  # a PATH with neither node nor npm on it
+    no_node.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env.update(PATH=str(no_node), **({"CI": "true"} if ci else {}))
+    done = subprocess.run([make, "--no-print-directory", "-C", str(ROOT), "slides-if-node"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    if ci:
+        assert done.returncode != 0 and "Node.js and npm are needed" in done.stderr, done
+    else:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == ("Slides skipped: Node.js and npm are not installed "
+                                       "(install them, then run make slides)."), done.stdout

@@ -7,6 +7,7 @@
     python tools/nb.py check                  # what tests/test_course.py checks, as a report
     python tools/nb.py compile [NOTEBOOK...]  # parse every code cell as this IPython would
     python tools/nb.py compile --colab [...]  # ...and as Colab's IPython 7.34 on Python 3.13 would
+    python tools/nb.py map                    # write the course map's copies; words, cells, time
 
 Conventions (tests enforce them):
 - cell 0: markdown title and the "Open in Colab" badge; cell 1: the setup cell (tag `setup`),
@@ -15,11 +16,14 @@ Conventions (tests enforce them):
 - each exercise: a markdown cell tagged `exercise` starting "### Exercise N: ...", followed by a
   code cell tagged `exercise` and `raises-exception` that ends in `raise NotImplementedError(hint)`;
 - `solutions/NN_topic.py` holds `# %% [context]` (code the solutions need) and one
-  `# %% [exercise N]` block per exercise; `solutions/NN_topic.ipynb` is generated from it.
+  `# %% [exercise N]` block per exercise; `solutions/NN_topic.ipynb` is generated from it;
+- every lesson has its entry in the course map, `lab_code/course.py`, whose copies (the README's
+  lesson table, lesson 00's table and diagram, the decks' diagrams) `map` writes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 import tomllib
@@ -29,7 +33,10 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS, SOLUTIONS = ROOT / "notebooks", ROOT / "solutions"
+sys.path.insert(0, str(ROOT))  # lab_code from this checkout, installed or not
+from lab_code import course  # noqa: E402  (the course map)
+
+NOTEBOOKS, SOLUTIONS, SLIDES = ROOT / "notebooks", ROOT / "solutions", ROOT / "slides"
 KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
@@ -186,6 +193,129 @@ def new(stem: str, title: str) -> Path:
     return path
 
 
+# --- the course map's copies and the lessons' size ---------------------------------------------
+
+MAP_START = "<!-- course map: `python tools/nb.py map` writes this part from lab_code/course.py -->"
+MAP_END = "<!-- end of the course map -->"
+# A learner's pace, for estimate_minutes: prose read and understood at 100 words a minute, a code
+# cell run and its output read in 1.5 minutes, 10 minutes per exercise. Judgement, written down
+# once so that every lesson is measured the same way.
+WORDS_PER_MINUTE, MINUTES_PER_CODE_CELL, MINUTES_PER_EXERCISE = 100, 1.5, 10
+MAX_MINUTES = 90  # a lesson longer than this should be cut or split
+
+
+def size(path: Path) -> dict[str, int]:
+    """Cells, prose words (markdown), code cells and exercises of a lesson notebook."""
+    cells = read(path).cells
+    return {
+        "cells": len(cells),
+        "words": sum(len(c.source.split()) for c in cells if c.cell_type == "markdown"),
+        "code_cells": sum(c.cell_type == "code" for c in cells),
+        "exercises": len(exercises(read(path))),
+    }
+
+
+def estimate_minutes(path: Path) -> int:
+    """A learner's time for a lesson notebook, exercises included, at the pace above."""
+    s = size(path)
+    return round(s["words"] / WORDS_PER_MINUTE + s["code_cells"] * MINUTES_PER_CODE_CELL
+                 + s["exercises"] * MINUTES_PER_EXERCISE)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def map_table(links: bool) -> str:
+    """The lesson table: with links (README: notebook and Colab badge) or plain (lesson 00)."""
+    if links:
+        rows = ["| # | lesson | time | open | you will... |", "|---|---|---|---|---|"]
+    else:
+        rows = ["| # | lesson | time | you will... |", "|---|---|---|---|"]
+    for lesson in course.LESSONS:
+        time = f"{lesson.minutes} min"
+        if links and not lesson.planned:
+            path = NOTEBOOKS / f"{lesson.stem}.ipynb"
+            rows.append(f"| {lesson.number} | [{lesson.name}]({path.relative_to(ROOT).as_posix()})"
+                        f" | {time} | {badge(path)} | {_cell(lesson.goal)} |")
+        elif links:
+            rows.append(f"| {lesson.number} | {lesson.name} (planned) | {time} | | "
+                        f"{_cell(lesson.goal)} |")
+        else:
+            planned = " (planned)" if lesson.planned else ""
+            rows.append(f"| {lesson.number} | {lesson.name}{planned} | {time} | "
+                        f"{_cell(lesson.goal)} |")
+    return "\n".join(rows)
+
+
+def map_block(links: bool, diagram: bool) -> str:
+    """What sits between MAP_START and MAP_END: the diagram (lesson 00) and the table."""
+    parts = [MAP_START]
+    if diagram:
+        parts.append("```\n" + course.PIPELINE + "\n```")
+    parts += [map_table(links), MAP_END]
+    return "\n\n".join(parts)
+
+
+def with_block(text: str, block: str, where: str) -> str:
+    """`text` with its MAP_START..MAP_END part replaced by `block`."""
+    start, end = text.find(MAP_START), text.find(MAP_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{where} has no course map part: put the lines {MAP_START!r} and "
+                         f"{MAP_END!r} where the table goes, then run `python tools/nb.py map`.")
+    return text[:start] + block + text[end + len(MAP_END):]
+
+
+def lesson_00_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The markdown cell of lesson 00 that holds the course map."""
+    found = [c for c in nb.cells if c.cell_type == "markdown" and MAP_START in c.source]
+    if len(found) != 1:
+        raise SystemExit("notebooks/00_overview.ipynb needs exactly one markdown cell with the "
+                         f"line {MAP_START!r} (and {MAP_END!r}).")
+    return found[0]
+
+
+def slide_pipeline(number: str) -> str:
+    spec = importlib.util.spec_from_file_location("course_slides_tool",
+                                                  ROOT / "tools" / "slides.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.pipeline(number)
+
+
+DIAGRAM = re.compile(r"(```text\n)([┌╔].*?)(\n```)", re.S)
+
+
+def write_map() -> list[Path]:
+    """Write the course map's copies; returns the files it changed."""
+    changed = []
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    new = with_block(text, map_block(links=True, diagram=False), "README.md")
+    if new != text:
+        readme.write_text(new)
+        changed.append(readme)
+    overview = NOTEBOOKS / "00_overview.ipynb"
+    nb = read(overview)
+    cell = lesson_00_cell(nb)
+    source = with_block(cell.source, map_block(links=False, diagram=True), overview.name)
+    if source != cell.source:
+        cell.source = source
+        write(nb, overview)
+        changed.append(overview)
+    for lesson in course.LESSONS:
+        deck = SLIDES / f"{lesson.stem}.md"
+        if lesson.planned or not deck.is_file():
+            continue
+        text = deck.read_text()
+        drawn = slide_pipeline(lesson.number)
+        new = DIAGRAM.sub(lambda m, drawn=drawn: m.group(1) + drawn + m.group(3), text, count=1)
+        if new != text:
+            deck.write_text(new)
+            changed.append(deck)
+    return changed
+
+
 def compile_errors(paths: list[Path], colab: bool = False) -> list[str]:
     """One line per code cell that this interpreter's IPython cannot turn into Python.
 
@@ -247,6 +377,19 @@ def main(argv: list[str]) -> int:
         print(f"{verdict} in {len(paths)} notebooks "
               f"(IPython {IPython.__version__}, Python {sys.version.split()[0]}{rules})")
         return 1 if errors else 0
+    elif cmd == "map":
+        for path in write_map():
+            print(f"wrote {path.relative_to(ROOT)}")
+        print(f"{'lesson':<30}{'cells':>6}{'words':>7}{'code':>6}{'exerc.':>7}{'estimate':>10}"
+              f"{'map':>6}")
+        for lesson in course.LESSONS:
+            path = NOTEBOOKS / f"{lesson.stem}.ipynb"
+            if not path.is_file():
+                print(f"{lesson.stem:<30}  (planned: no notebook yet){'':>15}{lesson.minutes:>6}")
+                continue
+            s = size(path)
+            print(f"{lesson.stem:<30}{s['cells']:>6}{s['words']:>7}{s['code_cells']:>6}"
+                  f"{s['exercises']:>7}{estimate_minutes(path):>7} min{lesson.minutes:>6}")
     elif cmd == "check":
         sys.path.insert(0, str(ROOT))
         import pytest

@@ -7,8 +7,9 @@ when a Chromium is available, entirely offline once Marp CLI is installed.
     python tools/slides.py --pipeline 03                 # the pipeline diagram for lesson 03
 
 Every deck shows the course's pipeline with its own lesson's boxes drawn in double lines (a lesson
-that reworks earlier boxes instead, like 07, names them in REVISITS); the drawing lives here
-(PIPELINE) and tests/test_slides.py checks each deck's copy against it.
+that also reworks earlier boxes, like 07, names them in REVISITS); the drawing lives in the course
+map (lab_code/course.py), `python tools/nb.py map` pastes it into every deck, and
+tests/test_slides.py checks each deck's copy.
 
 Marp CLI is pinned in `slides/package.json` / `slides/package-lock.json`; the first build runs
 `npm ci --prefix slides` (needs the npm registry once), later builds need no network.
@@ -25,6 +26,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # lab_code from this checkout, installed or not
+from lab_code.course import PIPELINE, REVISITS  # noqa: E402  (the drawing's one home)
+
 SLIDES = ROOT / "slides"
 CONFIG = SLIDES / "marp.config.mjs"
 MARP = SLIDES / "node_modules" / ".bin" / "marp"
@@ -32,30 +36,7 @@ LOCK, INSTALLED = SLIDES / "package-lock.json", SLIDES / "node_modules" / ".pack
 CHROMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
-# Each box's top border carries the number of the lesson that covers it.
-PIPELINE = """\
-┌─00───┐   ┌─00────┐   ┌─00─────────┐   ┌─01─────┐   ┌─01───────┐
-│ data │──►│ train │──►│ checkpoint │──►│ export │──►│ registry │
-└──────┘   └───────┘   └────────────┘   └────────┘   └────┬─────┘
-                                                          │ fetch
-┌─02────────┐  measures  ┌─01─────────┐                   │
-│ profiling │┈┈┈┈┈┈┈┈┈┈┈►│ recognizer │◄──────────────────┘
-└───────────┘            └─────┬──────┘
-                   ┌───────────┴────────────┐
-             ┌─03──▼─────┐   HTTP    ┌─04───▼─────┐
-             │ app       │┈┈┈┈┈┈┈┈┈┈►│ serverless │
-             │ (Gradio)  │ optional  │ (Lambda)   │
-             └─────┬─────┘           └────────────┘
-             ┌─05──▼─────┐
-             │ tunnel    │──► public https URL
-             └───────────┘
-┌─06──────────────────────────────────────────┐
-│ Dockerfiles: package app and serverless     │
-└─────────────────────────────────────────────┘"""
 DOUBLE = str.maketrans("─│┌┐└┘┬┴├┤", "═║╔╗╚╝╤╧╟╢")
-# Lessons that add no box of their own but rework boxes of earlier lessons: the boxes, by the
-# first word inside them, that their decks draw in double lines.
-REVISITS = {"07": ("recognizer", "serverless")}
 
 
 def box_corners(lesson: str) -> list[tuple[int, int]]:
@@ -76,7 +57,7 @@ def pipeline(lesson: str) -> str:
     corners = box_corners(lesson)
     if not corners:
         raise BuildError(f"The pipeline diagram has no box for lesson {lesson}: add one to "
-                         "PIPELINE (or the boxes it revisits to REVISITS) in tools/slides.py.")
+                         "PIPELINE (or the boxes it revisits to REVISITS) in lab_code/course.py.")
     for top, left in corners:
         right = next(x for x in range(left + 1, len(grid[top])) if grid[top][x] == "┐")
         bottom = next(y for y in range(top + 1, len(grid)) if grid[y][left] == "└")

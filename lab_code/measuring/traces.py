@@ -1,6 +1,13 @@
-"""Reading the traces torch.profiler writes: how busy the GPU was, computed from the trace's own
-kernel events, and TensorBoard with its profiler plugin started as a viewer (the plugin is
-deprecated upstream; the lesson says so and opens the same files in Perfetto too)."""
+"""Reading the traces torch.profiler writes (Chrome-trace JSON, `*.pt.trace.json`): where they
+are, each operator's own CPU time and how busy the GPU was, computed from the trace's events, and
+TensorBoard with its profiler plugin started as a viewer.
+
+The same files open in Perfetto (https://ui.perfetto.dev), which parses them in the browser. Two
+tools this module stands in for, and why (checked 2026-12-03): HolisticTraceAnalysis analyses GPU
+kernels, and on a CPU-only trace its breakdowns fail or come back empty; the `perfetto` package's
+trace processor downloads a native binary on first use, so it does not work offline. The
+TensorBoard plugin (torch-tb-profiler) was deprecated in 2023 and removed from PyTorch's kineto
+repository in April 2026; its last release still reads today's traces."""
 
 from __future__ import annotations
 
@@ -52,12 +59,56 @@ def gpu_busy_pct(trace: dict) -> float | None:
     return round(100.0 * busy / (end - start), 2)
 
 
-def trace_gpu_busy_pct(path: str | os.PathLike) -> float | None:
-    """gpu_busy_pct of a .pt.trace.json file (plain or gzip)."""
+def read_trace(path: str | os.PathLike) -> dict:
+    """A .pt.trace.json file (plain or gzip) as a dict."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
-        return gpu_busy_pct(json.load(f))
+        return json.load(f)
+
+
+def trace_gpu_busy_pct(path: str | os.PathLike) -> float | None:
+    """gpu_busy_pct of a .pt.trace.json file (plain or gzip)."""
+    return gpu_busy_pct(read_trace(path))
+
+
+def find_trace(folder: str | os.PathLike) -> Path:
+    """The one trace torch.profiler wrote into `folder` (profiling.profile_batch keeps one per
+    folder); FileNotFoundError with a sentence when there is none."""
+    found = sorted(Path(folder).glob("*.pt.trace.json*"))
+    if not found:
+        raise FileNotFoundError(f"No *.pt.trace.json in {folder}: profile a batch first "
+                                "(profiling.profile_batch or python -m lab_code.measuring "
+                                "profiling).")
+    return found[-1]
+
+
+def cpu_op_self_ms(trace: dict, steps: int | None = None) -> dict[str, float]:
+    """Each CPU operator's own time in the trace, in ms (per profiled step when `steps` is
+    given), largest first: the time inside the operator minus the time of the operators it
+    called, as `key_averages()`'s "Self CPU" column counts it, read from the file alone.
+
+    Events of category `cpu_op` on one thread nest by time; a stack per thread finds each
+    event's children."""
+    ops = [e for e in trace.get("traceEvents", [])
+           if e.get("ph") == "X" and e.get("cat") == "cpu_op" and "dur" in e]
+    own: dict[str, float] = {}
+    by_thread: dict[tuple, list[dict]] = {}
+    for e in ops:
+        by_thread.setdefault((e.get("pid"), e.get("tid")), []).append(e)
+    for events in by_thread.values():
+        events.sort(key=lambda e: (e["ts"], -e["dur"]))
+        stack: list[tuple[float, dict]] = []  # (end, event)
+        for e in events:
+            while stack and e["ts"] >= stack[-1][0]:
+                stack.pop()
+            own[e["name"]] = own.get(e["name"], 0.0) + e["dur"]
+            if stack:  # the enclosing operator did not spend this time itself
+                parent = stack[-1][1]["name"]
+                own[parent] -= e["dur"]
+            stack.append((e["ts"] + e["dur"], e))
+    scale = 1000.0 * (steps or 1)  # microseconds -> ms, per step
+    return dict(sorted(((k, v / scale) for k, v in own.items()), key=lambda kv: -kv[1]))
 
 
 # --- TensorBoard with the torch-tb-profiler plugin ----------------------------------------------

@@ -35,10 +35,11 @@ log = logging.getLogger("lab_code.serving.app")  # not __main__ under python -m
 TITLE = "Text recognizer"
 # What one visitor may ask of a public page: the same work limits as the backend (lab_code.images,
 # applied by the recognizer), plus an upload cap and a bounded queue in front of the model.
+# `launch` below applies them to every page the course starts.
 MAX_UPLOAD_MB = 10
 CONCURRENCY = 2  # predictions running at once
 QUEUE_SIZE = 16  # predictions waiting beyond those; Gradio answers "queue is full" past this
-LAUNCH_LIMITS = {"max_file_size": f"{MAX_UPLOAD_MB}mb"}  # passed to every demo.launch()
+LAUNCH_LIMITS = {"max_file_size": f"{MAX_UPLOAD_MB}mb"}  # what launch() adds to Gradio's own
 DESCRIPTION = (
     "Upload, paste or drop a picture of printed text (one line or a few lines), then press "
     "**Submit** to read it. Or click one of the examples below."
@@ -202,8 +203,8 @@ def make_predict(predict_fn: Predict) -> Callable[[Image.Image | None], str]:
 
 
 def make_frontend(predict_fn: Predict) -> gr.Interface:
-    """The Gradio page around `predict_fn(PIL image) -> str`, with its API endpoint `/predict`,
-    CONCURRENCY predictions at once and at most QUEUE_SIZE waiting."""
+    """The Gradio page around `predict_fn(PIL image) -> str`, with its API endpoint `/predict`;
+    serve it with `launch`, which adds the limits."""
     demo = gr.Interface(
         fn=make_predict(predict_fn),
         inputs=image_input(),
@@ -216,7 +217,25 @@ def make_frontend(predict_fn: Predict) -> gr.Interface:
         flagging_mode="never",
         api_name="predict",
     )
-    return demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, *,
+           auth: tuple[str, str] | None = None, share: bool = False) -> tuple[str, str | None]:
+    """Serve `demo` with the limits every page of the course carries; returns (local URL, public
+    share URL or None) at once, and `demo.close()` stops it.
+
+    The one way the course starts a Gradio page: the command line, the notebooks, the solutions
+    and the tests all call it (tests/test_course.py fails on any other `.launch(`), so no page,
+    local or public, goes out without its upload cap (LAUNCH_LIMITS) and its bounded queue
+    (CONCURRENCY predictions at once, at most QUEUE_SIZE waiting). `port` None: the first free
+    port from 7860 up."""
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    _, local_url, share_url = demo.launch(
+        server_name=host, server_port=port, share=share, auth=auth,
+        prevent_thread_lock=True, quiet=True, **LAUNCH_LIMITS,
+    )
+    return local_url, share_url
 
 
 # --- the command line ---------------------------------------------------------------------------
@@ -307,10 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_sigterm()
     public_url = None
     try:
-        _, local_url, share_url = demo.launch(
-            server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-            prevent_thread_lock=True, quiet=True, **LAUNCH_LIMITS,
-        )
+        local_url, share_url = launch(demo, args.host, args.port, auth=auth, share=args.share)
         where = f"model {backend.url}" if backend.url else "the local model"
         print(f"Running on {local_url} with {where} (Ctrl+C to stop)", flush=True)
         if share_url:
