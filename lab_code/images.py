@@ -1,14 +1,17 @@
 """Image input on the production side, the one home of turning bytes, files and URLs into the
-line arrays the model reads: decode (refusing what is not an image or is too large before its
-pixels are decoded), turn phone photos the right way up (EXIF), fetch URLs under
-`lab_code.urlfetch`'s policy, and bound the work one image may ask for (lines, columns) before
-the expensive step. What happens to the pixels themselves lives in `lab_code.preprocess`.
+line arrays the model reads: decode (PNG and JPEG only, and only after looking at the file: its
+size, shape, JPEG scans and chunk count are read from the bytes and refused before a pixel is
+decoded), turn phone photos the right way up (EXIF), fetch URLs under `lab_code.urlfetch`'s
+policy, and bound the work one image may ask for (lines, columns) before the expensive step.
+What happens to the pixels themselves lives in `lab_code.preprocess`.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
+import struct
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,10 @@ from lab_code.timings import stage
 from lab_code.urlfetch import shown
 
 MAX_PIXELS = 25_000_000  # refuse to decode anything larger: a 6000 x 4000 phone photo still fits
+# What the API promises, and all Pillow may try: its other 20-odd formats are never opened (an ICO
+# or ICNS decodes the PNG inside it, whatever size its directory claims, within Image.open).
+# "MPO" is JPEG's own plugin for a camera's multi-picture JPEG; only its first picture is read.
+FORMATS = ("PNG", "JPEG")
 
 
 class ImageInputError(ValueError):
@@ -39,6 +46,14 @@ class WorkLimits:
     of columns) does not."""
 
     max_pixels: int = MAX_PIXELS  # decoded size
+    max_side: int = 16_384  # pixels on the longer side (a 600-dpi scan 69 cm long)
+    # longer side / shorter side: 4x the widest line of the training renderer (60 M's, ~31:1)
+    # and of the real-world set (~19:1); tests/test_images.py measures both
+    max_aspect: float = 128.0
+    # progressive scans of a JPEG: libjpeg's own scripts use 6 (grey), 10 (colour), 18 (CMYK);
+    # each repeat of a scan is one more pass over every block (~25 ms at 25 M pixels here)
+    max_jpeg_scans: int = 32
+    max_segments: int = 4096  # JPEG markers or PNG chunks (a 6 MB PNG in 8 KB chunks: 750)
     max_lines: int = 64  # text lines found on one image
     max_columns: int = 120_000  # columns sent to the model, all lines together (~2 s of CPU)
     max_bands: int = 256  # bands of inked rows before merging: a cheap pre-check for stripes
@@ -52,6 +67,82 @@ def _check_size(width: int, height: int, limits: WorkLimits = LIMITS) -> None:
         raise ImageInputError(
             f"The image is {width}x{height} pixels, more than the {limits.max_pixels:,} allowed: "
             "crop or shrink it and try again.")
+    if max(width, height) > limits.max_side:
+        raise ImageInputError(
+            f"The image is {width}x{height} pixels, longer than {limits.max_side:,} pixels on a "
+            "side: crop or shrink it and try again.")
+    if max(width, height) > limits.max_aspect * max(1, min(width, height)):
+        raise ImageInputError(
+            f"The image is {width}x{height} pixels, more than {limits.max_aspect:g} times longer "
+            "than it is wide: crop it to the text and try again.")
+
+
+_MAGIC = {b"GIF8": "a GIF image", b"RIFF": "a WebP (RIFF) file", b"BM": "a BMP image",
+          b"II*\0": "a TIFF image", b"MM\0*": "a TIFF image", b"\0\0\1\0": "an ICO icon",
+          b"icns": "an ICNS icon", b"8BPS": "a Photoshop file", b"%PDF": "a PDF"}
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # ends a scan's entropy-coded data
+
+
+def _png_chunks(data: bytes, name: str, limits: WorkLimits) -> None:
+    """Walk a PNG's chunks (lengths only): refuse a file of too many, or one cut short."""
+    at, count = 8, 0
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        at += 12 + length
+        count += 1
+        if kind == b"IEND":
+            return
+        if count > limits.max_segments:
+            raise ImageInputError(f"{name} is a PNG of more than {limits.max_segments:,} chunks: "
+                                  "save it again with an ordinary image program.")
+    raise ImageInputError(f"{name} is a PNG that is cut short: send the whole file.")
+
+
+def _jpeg_scans(data: bytes, name: str, limits: WorkLimits) -> int:
+    """Walk a JPEG's markers without decoding anything and count its scans (SOS); refuse a file
+    of too many scans (each one more pass over the whole picture) or too many markers."""
+    at, scans, markers = 2, 0, 0
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            raise ImageInputError(f"{name} is a damaged JPEG: send the file again.")
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        markers += 1
+        if markers > limits.max_segments:
+            raise ImageInputError(f"{name} is a JPEG of more than {limits.max_segments:,} "
+                                  "markers: save it again with an ordinary image program.")
+        at += 2 + struct.unpack_from(">H", data, at + 2)[0]
+        if marker == 0xDA:  # a scan: its entropy-coded data runs to the next marker
+            scans += 1
+            if scans > limits.max_jpeg_scans:
+                raise ImageInputError(
+                    f"{name} is a progressive JPEG of more than {limits.max_jpeg_scans} scans "
+                    "(each makes the decoder read the whole picture again): save it as an "
+                    "ordinary JPEG or a PNG.")
+            found = _JPEG_MARKER.search(data, at)
+            at = found.start() if found else len(data)
+    return scans
+
+
+def inspect_bytes(data: bytes, name: str = "the input", limits: WorkLimits = LIMITS) -> str:
+    """Look at image bytes before decoding them: "PNG" or "JPEG", or ImageInputError (415 for
+    another format, 422 for a file that asks too much) with one sentence. Reads lengths and
+    markers only: a few milliseconds even for a 6 MB file."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        _png_chunks(data, name, limits)
+        return "PNG"
+    if data[:3] == b"\xff\xd8\xff":
+        _jpeg_scans(data, name, limits)
+        return "JPEG"
+    kind = next((k for magic, k in _MAGIC.items() if data.startswith(magic)), None)
+    if kind is not None:
+        raise ImageInputError(f"{name} is {kind}; this service reads PNG and JPEG only: "
+                              "convert it and try again.", status=415)
+    raise ImageInputError(f"{name} is not a PNG or JPEG image: send a PNG or JPEG file.")
 
 
 def exif_upright(img: Image.Image) -> Image.Image:
@@ -64,14 +155,24 @@ def exif_upright(img: Image.Image) -> Image.Image:
 
 def open_image_bytes(data: bytes, name: str = "the input",
                      limits: WorkLimits = LIMITS) -> Image.Image:
-    """Decode image bytes, refusing oversized images *before* decoding their pixels, and turn
-    the picture upright by its EXIF orientation (as a phone photo expects)."""
+    """Decode a PNG or JPEG, after looking at it (`inspect_bytes`, then its size and shape from
+    the header: nothing refused has a pixel decoded), and turn it upright by its EXIF
+    orientation (as a phone photo expects). A JPEG larger than preprocess.MAX_SIDE is decoded
+    straight to about that size (libjpeg's DCT scaling, `draft`), not decoded whole and shrunk."""
     if not data:
         raise ImageInputError(f"{name} is empty: send the bytes of a PNG or JPEG image.")
+    inspect_bytes(data, name, limits)
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
         _check_size(*img.size, limits=limits)  # header only: no pixels decoded yet
+        if img.format in ("JPEG", "MPO") and max(img.size) > preprocess.MAX_SIDE:
+            scale = preprocess.MAX_SIDE / max(img.size)
+            img.draft(img.mode, (round(img.width * scale), round(img.height * scale)))
+        declared = img.size
         img.load()
+        if img.size != declared:  # what a container that lies about its payload looks like
+            raise ImageInputError(f"{name} declares {declared[0]}x{declared[1]} pixels but holds "
+                                  f"{img.width}x{img.height}: send an ordinary PNG or JPEG.")
     except ImageInputError:
         raise
     except Image.DecompressionBombError as err:
