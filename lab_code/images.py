@@ -12,6 +12,7 @@ import io
 import os
 import re
 import struct
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ class WorkLimits:
 LIMITS = WorkLimits()
 
 
-def _check_size(width: int, height: int, limits: WorkLimits = LIMITS) -> None:
+def check_size(width: int, height: int, limits: WorkLimits = LIMITS) -> None:
     if width * height > limits.max_pixels:
         raise ImageInputError(
             f"The image is {width}x{height} pixels, more than the {limits.max_pixels:,} allowed: "
@@ -142,7 +143,7 @@ def inspect_bytes(data: bytes, name: str = "the input", limits: WorkLimits = LIM
     if kind is not None:
         raise ImageInputError(f"{name} is {kind}; this service reads PNG and JPEG only: "
                               "convert it and try again.", status=415)
-    raise ImageInputError(f"{name} is not a PNG or JPEG image: send a PNG or JPEG file.")
+    raise ImageInputError(f"{name} is not an image this service reads: send a PNG or JPEG file.")
 
 
 def exif_upright(img: Image.Image) -> Image.Image:
@@ -164,7 +165,7 @@ def open_image_bytes(data: bytes, name: str = "the input",
     inspect_bytes(data, name, limits)
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
-        _check_size(*img.size, limits=limits)  # header only: no pixels decoded yet
+        check_size(*img.size, limits=limits)  # header only: no pixels decoded yet
         if img.format in ("JPEG", "MPO") and max(img.size) > preprocess.MAX_SIDE:
             scale = preprocess.MAX_SIDE / max(img.size)
             img.draft(img.mode, (round(img.width * scale), round(img.height * scale)))
@@ -196,7 +197,7 @@ def load_image(source: Image.Image | str | os.PathLike, url_policy=None,
                limits: WorkLimits = LIMITS) -> Image.Image:
     """Return a PIL image from a PIL image, a file path or an http(s) URL."""
     if isinstance(source, Image.Image):
-        _check_size(*source.size, limits=limits)
+        check_size(*source.size, limits=limits)
         return source
     text = os.fspath(source)
     if "://" in text[:12]:
@@ -210,23 +211,39 @@ def load_image(source: Image.Image | str | os.PathLike, url_policy=None,
     return open_image_bytes(path.read_bytes(), name=str(path), limits=limits)
 
 
+def decode_lines(data: bytes, name: str = "the input", limits: WorkLimits = LIMITS,
+                 timings: dict[str, float] | None = None) -> list[np.ndarray]:
+    """Image bytes to line arrays: decoded (time "decode" in `timings`) and split into lines
+    ("lines"), within `limits`. This is the work a server runs where a deadline can stop it
+    (lab_code.serving.decoding runs exactly this in a worker process)."""
+    with stage(timings, "decode"):
+        img = open_image_bytes(data, name=name, limits=limits)
+    with stage(timings, "lines"):
+        return page_lines(img, limits)
+
+
+Decoder = Callable[[bytes, str, WorkLimits, "dict[str, float] | None"], "list[np.ndarray]"]
+
+
 def lines_from(source: bytes | str, *, name: str | None = None, limits: WorkLimits = LIMITS,
                url_policy=None, gate: AbstractContextManager | None = None,
-               timings: dict[str, float] | None = None) -> list[np.ndarray]:
+               timings: dict[str, float] | None = None,
+               decoder: Decoder | None = None) -> list[np.ndarray]:
     """The line arrays of an image given as bytes or as an http(s) URL: fetched under the URL
     policy (time "read" in `timings`), decoded ("decode") and split into lines ("lines"), every
     step within `limits`; ImageInputError (with its HTTP status) and one sentence otherwise.
-    `gate` is held while decoding and splitting (a server bounds how many images it decodes at
-    once: each can take hundreds of MB); `name` names the input in messages."""
+    `decoder(data, name, limits, timings)` does the decoding and splitting instead of this
+    thread (a server passes its worker processes: lab_code.serving.decoding); `gate` is held
+    while this thread does it (a bound on images decoded at once: each can take hundreds of
+    MB); `name` names the input in messages."""
     if isinstance(source, str):
         name = name or shown(source)
         with stage(timings, "read"):
             source = fetch_url(source, url_policy)
+    if decoder is not None:
+        return decoder(source, name or "the input", limits, timings)
     with gate or nullcontext():
-        with stage(timings, "decode"):
-            img = open_image_bytes(source, name=name or "the input", limits=limits)
-        with stage(timings, "lines"):
-            return page_lines(img, limits)
+        return decode_lines(source, name or "the input", limits, timings)
 
 
 def _row_bands(ink: np.ndarray) -> int:
@@ -238,7 +255,7 @@ def _row_bands(ink: np.ndarray) -> int:
 def page_lines(img: Image.Image, limits: WorkLimits = LIMITS) -> list[np.ndarray]:
     """Every text line of an image as a HEIGHT-row array, top to bottom, after checking that the
     work it asks for is within `limits`; ImageInputError (422) with one sentence when it is not."""
-    _check_size(*img.size, limits=limits)
+    check_size(*img.size, limits=limits)
     ink = preprocess.ink_map(img)
     if _row_bands(ink) > limits.max_bands:
         raise ImageInputError(

@@ -332,7 +332,7 @@ def test_the_line_and_column_limits_each_refuse_before_cropping(monkeypatch):
     monkeypatch.setattr(images.preprocess, "line_boxes",
                         lambda ink: [(i * 3, i * 3 + 1, 0, 4000) for i in range(3)])
     with pytest.raises(images.ImageInputError, match="columns"):
-        images.page_lines(Image.new("L", (4000, 10), 255))
+        images.page_lines(Image.new("L", (4000, 40), 255))
 
 
 def test_a_thin_strip_and_noise_are_bounded(backend):
@@ -451,7 +451,7 @@ def test_an_unexpected_error_is_a_json_500_with_the_request_id(backend, monkeypa
     def broken(*args, **kwargs):
         raise KeyError("an internal detail")
 
-    monkeypatch.setattr(images, "page_lines", broken)
+    monkeypatch.setattr(serverless, "page_text", broken)
     resp = backend.handler({"image": b64(LINE)}, None)
     body = json.loads(resp["body"])
     assert_one_sentence(resp["statusCode"], body, 500, "KeyError")

@@ -490,7 +490,8 @@ def test_service_answers_like_the_handler(service, recognizer):
     assert body == {**in_process, "latency_ms": body["latency_ms"]}
     health = requests.get(service.url + "health", timeout=10).json()
     assert health == {"status": "ok", "model_loaded": True,
-                      "model_version": body["model_version"], "waiting": 0}
+                      "model_version": body["model_version"], "waiting": 0,
+                      "decoding": {"workers": 2, "busy": 0, "longest_s": 0.0, "replaced": 0}}
     # a body without Content-Type (what a Function URL base64-encodes) is still read as JSON
     bare = requests.post(service.url, data=ev["body"].encode(), timeout=60)
     assert bare.status_code == 200 and bare.json()["text"] == body["text"]

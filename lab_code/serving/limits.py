@@ -18,7 +18,11 @@ class ServiceLimits:
     deadline_s: float = 25.0  # one request, from its body to its answer (504 beyond)
     max_waiting: int = 64  # requests admitted at once (waiting or running); 503 beyond
     max_fetches: int = 8  # image_url downloads at once; 503 beyond (slow upstreams hold them)
-    max_decoding: int = 2  # images decoded and split into lines at once (each may take ~300 MB)
+    # images decoded and split into lines at once, each in a worker process of its own that the
+    # deadline can stop (lab_code.serving.decoding): each may take up to ~700 MB
+    max_decoding: int = 2
+    decode_cpu_s: int = 10  # CPU seconds one image may take to decode and split (422 beyond)
+    decode_memory_mb: int = 1536  # memory one decoding worker may use (422 beyond)
     retry_after_s: int = 2  # the Retry-After a 503 carries
     stuck_after_s: float = 60.0  # /health says unhealthy while one model call runs longer
     cache_entries: int = 0  # texts of recent images kept by content hash (0: no cache)

@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from lab_code import images, preprocess, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.recognizer import TextRecognizer, page_text
-from lab_code.serving import runner
+from lab_code.serving import decoding, runner
 from lab_code.serving.cache import ResultCache
 from lab_code.serving.errors import ApiError, add_error_handlers
 from lab_code.serving.guard import RequestGuard
@@ -81,14 +81,30 @@ def request_source(req: PredictRequest) -> tuple[bytes | str, str]:
         raise ApiError(err.status, str(err)) from err
 
 
+def decode_pool(limits: ServiceLimits) -> decoding.DecodePool:
+    """The worker processes that decode this process's images (one pool per process, shared by
+    every app it builds, started on first use): see lab_code.serving.decoding."""
+    return decoding.shared_pool(limits.max_decoding, limits.decode_memory_mb, limits.decode_cpu_s)
+
+
 def request_lines(source: bytes | str, name: str, limits: ServiceLimits,
-                  gate: threading.Semaphore | None = None,
+                  deadline: float | None = None,
                   timings: dict[str, float] | None = None) -> list[np.ndarray]:
     """A request's image as line arrays, within the service's limits (images.lines_from, in
-    one call); ApiError with the status and sentence of whatever refused it."""
+    one call): fetched here, decoded and split into lines in a worker process that is killed if
+    `deadline` (time.monotonic(); default: the service's deadline from now) passes first
+    (decoding.DecodeTimeout); ApiError with the status and sentence of whatever refused it."""
+    deadline = deadline or time.monotonic() + limits.deadline_s
+    pool = decode_pool(limits)
+
+    def in_a_worker(data: bytes, shown_as: str, work: images.WorkLimits,
+                    stages: dict[str, float] | None) -> list[np.ndarray]:
+        return pool.lines(data, shown_as, work, deadline, stages)
+
     try:
         return images.lines_from(source, name=name, limits=limits.work,
-                                 url_policy=limits.url_policy, gate=gate, timings=timings)
+                                 url_policy=limits.url_policy, timings=timings,
+                                 decoder=in_a_worker)
     except images.ImageInputError as err:
         raise ApiError(err.status, str(err)) from err
 
@@ -103,13 +119,14 @@ def create_app(recognizer: TextRecognizer | None = None, *,
     state: dict[str, Any] = {"worker": ModelWorker(recognizer) if recognizer else None,
                              "cache": None}
     waiting, fetching = Counter(limits.max_waiting), Counter(limits.max_fetches)
-    decoding = threading.BoundedSemaphore(limits.max_decoding)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        decode_pool(limits).start()  # the decoding workers start while the model loads
         if state["worker"] is None:
             loaded = await run_in_threadpool(load_recognizer, model_path, optimize)
             await run_in_threadpool(warm_up, loaded)
+            await run_in_threadpool(decode_pool(limits).wait_ready)
             state["worker"] = ModelWorker(loaded)
             log_request(event="ready", pid=os.getpid(), model_version=state["worker"].version)
         if limits.cache_entries > 0:
@@ -127,7 +144,8 @@ def create_app(recognizer: TextRecognizer | None = None, *,
     busy = {"Retry-After": str(limits.retry_after_s)}
 
     def prepare(req: PredictRequest, started: threading.Event, give_fetch,
-                timings: dict[str, float]) -> tuple[list[np.ndarray], str | None, Any]:
+                timings: dict[str, float],
+                deadline: float) -> tuple[list[np.ndarray], str | None, Any]:
         """The request's lines, and its cache key and cached (text, lines) when caching (an
         inline image only: what a URL names can change)."""
         started.set()
@@ -139,7 +157,7 @@ def create_app(recognizer: TextRecognizer | None = None, *,
             hit = cache.get(key) if key is not None else None
             if hit is not None:
                 return [], key, hit
-            return request_lines(source, name, limits, decoding, timings), key, None
+            return request_lines(source, name, limits, deadline, timings), key, None
         finally:
             give_fetch()
 
@@ -166,7 +184,7 @@ def create_app(recognizer: TextRecognizer | None = None, *,
                                         f"{limits.retry_after_s} s.", busy)
             try:
                 lines, key, hit = await asyncio.wait_for(
-                    run_in_threadpool(prepare, req, started, give_fetch, timings),
+                    run_in_threadpool(prepare, req, started, give_fetch, timings, deadline),
                     deadline - time.monotonic())
                 texts: list[str] = [hit[0]] if hit else []
                 if lines:
@@ -206,12 +224,19 @@ def create_app(recognizer: TextRecognizer | None = None, *,
         if state["cache"] is not None:
             cache = state["cache"]
             body["cache"] = {"entries": len(cache), "hits": cache.hits, "misses": cache.misses}
+        decoders = body["decoding"] = decode_pool(limits).health()
         stuck = worker.stuck_for()
         if stuck > limits.stuck_after_s:
             body["status"] = "unhealthy"
             body["error"] = f"One model call has run for {stuck:.0f} s: restart the service."
-            return JSONResponse(body, status_code=503)
-        return JSONResponse(body)
+        elif decoders["longest_s"] > limits.stuck_after_s:
+            body["status"] = "unhealthy"
+            body["error"] = (f"One image has been decoding for {decoders['longest_s']:.0f} s: "
+                             "restart the service.")
+        elif "broken" in decoders:
+            body["status"] = "unhealthy"
+            body["error"] = f"No image can be decoded ({decoders['broken']}): restart the service."
+        return JSONResponse(body, status_code=503 if body["status"] != "ok" else 200)
 
     add_error_handlers(app)
     app.add_middleware(RequestGuard)
