@@ -26,6 +26,9 @@ class ServiceLimits:
     retry_after_s: int = 2  # the Retry-After a 503 carries
     stuck_after_s: float = 60.0  # /health says unhealthy while one model call runs longer
     cache_entries: int = 0  # texts of recent images kept by content hash (0: no cache)
+    body_deadline_s: float = 20.0  # a request's whole body must arrive within this (408)
+    max_buffered_bytes: int = 64 * 2**20  # request bodies held at once, all together (503)
+    allowed_hosts: tuple[str, ...] = ()  # host names to answer to besides IP addresses, localhost
     url_policy: urlfetch.UrlPolicy = field(default_factory=urlfetch.UrlPolicy)
     work: images.WorkLimits = images.LIMITS
 

@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from lab_code import images, preprocess, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.recognizer import TextRecognizer, page_text
-from lab_code.serving import decoding, runner
+from lab_code.serving import connections, decoding, runner
 from lab_code.serving.cache import ResultCache
 from lab_code.serving.errors import ApiError, add_error_handlers
 from lab_code.serving.guard import RequestGuard
@@ -239,7 +239,7 @@ def create_app(recognizer: TextRecognizer | None = None, *,
         return JSONResponse(body, status_code=503 if body["status"] != "ok" else 200)
 
     add_error_handlers(app)
-    app.add_middleware(RequestGuard)
+    app.add_middleware(RequestGuard, limits=limits, fields=tuple(PredictRequest.model_fields))
     app.state.limits = limits
     app.state.worker = lambda: state["worker"]
     return app
@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 CONFIG_ENV = "LAB_SERVICE_CONFIG"  # how `main` hands its settings to uvicorn's worker processes
 APP_FACTORY = "lab_code.serving.serverless:app_from_environment"
-UVICORN_SETTINGS = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 5}
+UVICORN_SETTINGS = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 5,
+                    **connections.UVICORN_LIMITS}  # header deadline and size, keep-alive, 503
 
 
 def app_from_environment() -> FastAPI:
