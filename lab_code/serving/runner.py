@@ -1,5 +1,7 @@
 """Several server processes on one port: each worker listens with SO_REUSEPORT (Linux), so the
-kernel spreads new connections over them; stop them all together, and wait until all are up."""
+kernel spreads new connections over them; a worker that dies (the OOM killer, a crash) is
+replaced while the others go on serving, up to a bound; stop them all together, and wait until
+all are up."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import threading
 import time
 from pathlib import Path
 
-from lab_code.serving.logs import READY_EVENT
+from lab_code.serving.logs import READY_EVENT, log_request
 
 MAX_DEFAULT_WORKERS = 4
+MAX_RESTARTS, RESTART_WINDOW_S = 5, 60.0  # more restarts than this within the window: give up
 
 
 def wait_for_workers(log: str | os.PathLike, workers: int, timeout: float = 120.0) -> bool:
@@ -60,7 +63,10 @@ def _serve_one(host: str, port: int, factory: str, settings: dict) -> None:
 
 def serve_workers(host: str, port: int, workers: int, factory: str, settings: dict) -> int:
     """Run `workers` processes that each serve `factory`'s app on host:port with SO_REUSEPORT
-    (Linux), and stop them all on Ctrl+C or SIGTERM, or when one of them ends.
+    (Linux), and stop them all on Ctrl+C or SIGTERM. A worker that dies is replaced at once
+    (its in-flight requests are lost; the other workers' are not), and the log says so in JSON
+    lines ("worker_exited", "worker_started"); after MAX_RESTARTS within RESTART_WINDOW_S
+    something is wrong with every worker, so it stops them all and returns 1.
 
     Why not uvicorn's own `workers=N`: its workers share one listening socket, and whichever is
     awake first accepts a burst of new connections; with keep-alive, 64 clients that connect at
@@ -69,20 +75,38 @@ def serve_workers(host: str, port: int, workers: int, factory: str, settings: di
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_serve_one, args=(host, port, factory, settings),
-                             name=f"worker-{i}")
-             for i in range(workers)]
+
+    def start(i: int):
+        proc = context.Process(target=_serve_one, args=(host, port, factory, settings),
+                               name=f"worker-{i}")
+        proc.start()
+        return proc
+
     stopping = threading.Event()
 
     def stop(signum=None, frame=None) -> None:
         stopping.set()
 
     previous = signal.signal(signal.SIGTERM, stop)
-    for proc in procs:
-        proc.start()
+    procs = [start(i) for i in range(workers)]
+    restarts: list[float] = []
+    gave_up = None
     try:
-        while not stopping.is_set() and all(p.is_alive() for p in procs):
-            stopping.wait(0.5)
+        while not stopping.is_set() and gave_up is None:
+            for i, proc in enumerate(procs):
+                if proc.is_alive() or stopping.is_set():
+                    continue
+                now = time.monotonic()
+                restarts[:] = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
+                log_request(event="worker_exited", worker=proc.name, pid=proc.pid,
+                            exit_code=proc.exitcode, restarts_in_window=len(restarts))
+                if len(restarts) > MAX_RESTARTS:
+                    gave_up = proc
+                    break
+                procs[i] = start(i)
+                log_request(event="worker_started", worker=procs[i].name, pid=procs[i].pid,
+                            replaces=proc.pid)
+            stopping.wait(0.2)
     except KeyboardInterrupt:  # Ctrl+C: every worker got it too, and shuts down on its own
         pass
     finally:
@@ -95,10 +119,9 @@ def serve_workers(host: str, port: int, workers: int, factory: str, settings: di
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-    failed = [p for p in procs if p.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT)]
-    if failed and not stopping.is_set():
-        print(f"error: worker {failed[0].name} stopped with exit code {failed[0].exitcode}: "
-              "see its messages above.", file=sys.stderr)
+    if gave_up is not None:
+        print(f"error: workers stopped {len(restarts)} times within {RESTART_WINDOW_S:.0f} s "
+              f"(the last, {gave_up.name}, with exit code {gave_up.exitcode}): see the messages "
+              "above; the service is stopped.", file=sys.stderr)
         return 1
     return 0
-

@@ -262,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(urlfetch.ALLOW_PRIVATE_FLAG, action="store_true",
                         help="let image_url reach this machine and private networks, for a "
                              "trusted local demo (default: public addresses only)")
+    parser.add_argument("--allowed-hosts", nargs="+", default=[], metavar="NAME",
+                        help="host names to answer to besides IP addresses and localhost, e.g. "
+                             "the name of the machine or proxy in front (a leading dot allows "
+                             "subdomains; also $LAB_ALLOWED_HOSTS, comma-separated); other names "
+                             "get 400, so a web page cannot reach this server through DNS "
+                             "rebinding")
     parser.add_argument("--deadline", type=float, default=defaults.deadline_s, metavar="SECONDS",
                         help=f"answer 504 after this long (default: {defaults.deadline_s:.0f})")
     parser.add_argument("--max-waiting", type=int, default=defaults.max_waiting, metavar="N",
@@ -293,8 +299,9 @@ def app_from_environment() -> FastAPI:
     config = json.loads(os.environ.get(CONFIG_ENV) or "{}")
     policy = urlfetch.UrlPolicy(allow_private=True if config.pop("allow_private", False) else None)
     optimize = bool(config.pop("optimize", True))
-    return create_app(limits=replace(ServiceLimits(), url_policy=policy, **config),
-                      optimize=optimize)
+    hosts = tuple(config.pop("allowed_hosts", ()))
+    return create_app(limits=replace(ServiceLimits(), url_policy=policy, allowed_hosts=hosts,
+                                     **config), optimize=optimize)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[CONFIG_ENV] = json.dumps({
         "deadline_s": args.deadline, "max_waiting": args.max_waiting,
         "cache_entries": args.cache, "allow_private": args.allow_private_urls,
+        "allowed_hosts": args.allowed_hosts,
         "optimize": args.optimize})
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
     print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}/ with "

@@ -1,0 +1,117 @@
+"""Workers come back: `python -m lab_code.serving serverless --workers 2` with one worker killed
+(as the OOM killer would) keeps serving on the other, starts a new one at once, logs both events,
+and gives up (exit 1) when workers keep dying."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import threading
+import time
+
+import requests
+from PIL import Image
+from proc_tree import alive, children, cmdline, wait_for
+
+from lab_code.serving import runner
+from lab_code.serving.logs import READY_EVENT
+from lab_code.serving.ports import free_port
+from lab_code.serving.processes import start_background, stop_background
+from lab_code.training import data
+
+TIMEOUT = 60
+
+
+def png_b64(img: Image.Image) -> str:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def server_workers(pid: int) -> list[int]:
+    """The uvicorn worker processes of the runner `pid` (not multiprocessing's helpers)."""
+    return [c for c in children(pid) if alive(c) and "resource_tracker" not in cmdline(c)]
+
+
+def test_a_killed_worker_is_replaced_while_the_other_serves(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    log = tmp_path / "service.log"
+    proc = start_background(["lab_code.serving", "serverless", "--port", str(port), "--workers",
+                             "2"], url + "health", log)
+    line = png_b64(data.render("a steady client", data.Style.clean(data.fonts()[0], size=28)))
+    answers: list[str] = []
+    pause, paused, stop = threading.Event(), threading.Event(), threading.Event()
+
+    def steady() -> None:  # one request after another, each on a new connection
+        while not stop.is_set():
+            if pause.is_set():
+                paused.set()
+                time.sleep(0.01)
+                continue
+            try:
+                resp = requests.post(url, json={"image": line}, timeout=TIMEOUT,
+                                     headers={"connection": "close"})
+                answers.append(str(resp.status_code))
+            except requests.RequestException as err:
+                answers.append(type(err).__name__)
+
+    client = threading.Thread(target=steady)
+    try:
+        assert runner.wait_for_workers(log, 2, TIMEOUT)
+        [victim, survivor] = server_workers(proc.pid)
+        client.start()
+        assert wait_for(lambda: len(answers) >= 10, TIMEOUT)
+        pause.set()  # between two requests: the kill loses none in flight
+        assert paused.wait(TIMEOUT)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        assert wait_for(lambda: not alive(victim), 10)
+        before = len(answers)
+        pause.clear()
+        # a new worker is started at once and loads its model while the survivor serves; its
+        # start-up (torch, the model, freezing it, a warm-up pass) takes 5-30 s on this shared
+        # 2-core machine, depending on its load
+        assert wait_for(lambda: "worker_started" in log.read_text(), 10), log.read_text()
+        started_s = time.monotonic() - killed
+        assert wait_for(lambda: log.read_text().count(READY_EVENT) >= 3, 120), log.read_text()
+        replaced_s = time.monotonic() - killed
+        assert wait_for(lambda: len(answers) >= before + 20, TIMEOUT)
+        stop.set()
+        client.join(TIMEOUT)
+        assert set(answers) == {"200"}, [a for a in answers if a != "200"][:5]
+        workers = server_workers(proc.pid)
+        assert len(workers) == 2 and survivor in workers and victim not in workers
+        events = [json.loads(x) for x in log.read_text().splitlines()
+                  if x.startswith('{"event": "worker_')]
+        assert [e["event"] for e in events] == ["worker_exited", "worker_started"]
+        assert events[0]["pid"] == victim and events[0]["exit_code"] == -signal.SIGKILL
+        assert events[1]["replaces"] == victim
+        print(f"\nnew worker started {started_s:.1f} s and ready {replaced_s:.1f} s after the "
+              f"kill (load average {os.getloadavg()[0]:.1f}); {len(answers)} requests, all 200")
+    finally:
+        stop.set()
+        pause.clear()
+        if client.is_alive():
+            client.join(TIMEOUT)
+        stop_background(proc)
+
+
+def crashing_app():
+    """An app factory whose every worker dies at start."""
+    raise SystemExit(3)
+
+
+def test_workers_that_keep_dying_stop_the_service_with_one_sentence(capsys):
+    port = free_port()
+    start = time.monotonic()
+    code = runner.serve_workers("127.0.0.1", port, 2, "test_runner:crashing_app",
+                                {"log_level": "critical"})
+    assert code == 1 and time.monotonic() - start < TIMEOUT
+    out, err = capsys.readouterr()
+    exited = [json.loads(x) for x in out.splitlines() if '"worker_exited"' in x]
+    assert len(exited) == runner.MAX_RESTARTS + 1
+    assert err.startswith("error: workers stopped 6 times within 60 s") and err.count("\n") == 1
