@@ -323,7 +323,7 @@ BAD_REQUESTS = [
     ("unknown-field", "POST", "/predict", {"imgae": "x"}, None, 400, 'Unknown field "imgae"'),
     ("not-json", "POST", "/predict", "image=line.png", "application/json", 400,
      "not valid JSON"),
-    ("no-content-type", "POST", "/predict", json.dumps({"image": "x"}), "", 400,
+    ("no-content-type", "POST", "/predict", json.dumps({"image": "x"}), "", 415,
      "Content-Type: application/json"),
     ("get", "GET", "/predict", "", None, 405, "GET is not allowed on /predict: use POST"),
     ("post-to-root", "POST", "/", {"image": "x"}, None, 405, "POST your JSON to /predict"),
