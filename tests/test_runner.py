@@ -44,13 +44,14 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(tmp_path):
                              "2"], url + "health", log)
     line = png_b64(data.render("a steady client", data.Style.clean(data.fonts()[0], size=28)))
     answers: list[str] = []
-    pause, paused, stop = threading.Event(), threading.Event(), threading.Event()
+    go, paused, stop = threading.Event(), threading.Event(), threading.Event()
+    go.set()
 
     def steady() -> None:  # one request after another, each on a new connection
         while not stop.is_set():
-            if pause.is_set():
+            if not go.is_set():
                 paused.set()
-                time.sleep(0.01)
+                go.wait(TIMEOUT)
                 continue
             try:
                 resp = requests.post(url, json={"image": line}, timeout=TIMEOUT,
@@ -65,13 +66,13 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(tmp_path):
         [victim, survivor] = server_workers(proc.pid)
         client.start()
         assert wait_for(lambda: len(answers) >= 10, TIMEOUT)
-        pause.set()  # between two requests: the kill loses none in flight
+        go.clear()  # between two requests: the kill loses none in flight
         assert paused.wait(TIMEOUT)
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
         assert wait_for(lambda: not alive(victim), 10)
         before = len(answers)
-        pause.clear()
+        go.set()
         # a new worker is started at once and loads its model while the survivor serves; its
         # start-up (torch, the model, freezing it, a warm-up pass) takes 5-30 s on this shared
         # 2-core machine, depending on its load
@@ -94,7 +95,7 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(tmp_path):
               f"kill (load average {os.getloadavg()[0]:.1f}); {len(answers)} requests, all 200")
     finally:
         stop.set()
-        pause.clear()
+        go.set()
         if client.is_alive():
             client.join(TIMEOUT)
         stop_background(proc)
