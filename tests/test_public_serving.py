@@ -27,7 +27,7 @@ from PIL import Image
 from stand_ins import serve_http
 
 import hostile
-from proc_tree import wait_for
+from proc_tree import tree_rss_mb, wait_for
 
 from lab_code import images, urlfetch
 from lab_code.serving import serverless
@@ -477,7 +477,7 @@ def service(tmp_path_factory):
                              "8"],
                             url + "health", log)
     try:
-        yield SimpleNamespace(url=url, port=port, log=log)
+        yield SimpleNamespace(url=url, port=port, log=log, pid=proc.pid)
     finally:
         stop_background(proc)
 
@@ -696,6 +696,7 @@ def test_service_two_scan_bombs_do_not_hold_up_normal_requests(service):
         return sorted(times)[round(0.95 * n) - 1]
 
     quiet = normal_p95(20)
+    start_mb = peak_mb = tree_rss_mb(service.pid)
     stop = threading.Event()
     answered: list[tuple[int, float]] = []
 
@@ -705,8 +706,14 @@ def test_service_two_scan_bombs_do_not_hold_up_normal_requests(service):
             status, _ = post(service.url, bomb)
             answered.append((status, time.perf_counter() - start))
 
-    with ThreadPoolExecutor(2) as pool:
-        bombers = [pool.submit(bomber) for _ in range(2)]
+    def watch() -> None:
+        nonlocal peak_mb
+        while not stop.is_set():
+            peak_mb = max(peak_mb, tree_rss_mb(service.pid))
+            stop.wait(0.1)
+
+    with ThreadPoolExecutor(3) as pool:
+        bombers = [pool.submit(bomber) for _ in range(2)] + [pool.submit(watch)]
         try:
             under = normal_p95(40)
         finally:
@@ -714,11 +721,14 @@ def test_service_two_scan_bombs_do_not_hold_up_normal_requests(service):
         for future in bombers:
             future.result()
     quiet_again = normal_p95(20)
+    end_mb = tree_rss_mb(service.pid)
     PROBES.append(("HTTP", f"normal p95 quiet {quiet:.3f} s, beside 2 scan bombers {under:.3f} "
                            f"s, quiet again {quiet_again:.3f} s", 200, under))
     assert {status for status, _ in answered} == {422} and len(answered) >= 4
     assert max(seconds for _, seconds in answered) < 3.0, "every bomb answered within seconds"
     assert under < 1.5 * max(quiet, quiet_again) + 0.05, (quiet, under, quiet_again)
+    # before: ~300 MB more per bomb being decoded, kept afterwards (290 -> 640-700 MB)
+    assert peak_mb - start_mb < 400 and end_mb - start_mb < 100, (start_mb, peak_mb, end_mb)
 
 
 def test_service_refuses_a_32_mb_header_at_16_kb(service):
