@@ -154,18 +154,33 @@ def exif_upright(img: Image.Image) -> Image.Image:
         return img
 
 
-def open_image_bytes(data: bytes, name: str = "the input",
-                     limits: WorkLimits = LIMITS) -> Image.Image:
-    """Decode a PNG or JPEG, after looking at it (`inspect_bytes`, then its size and shape from
-    the header: nothing refused has a pixel decoded), and turn it upright by its EXIF
-    orientation (as a phone photo expects). A JPEG larger than preprocess.MAX_SIDE is decoded
-    straight to about that size (libjpeg's DCT scaling, `draft`), not decoded whole and shrunk."""
+def look(data: bytes, name: str = "the input", limits: WorkLimits = LIMITS) -> Image.Image:
+    """An image opened but not decoded: its bytes looked at (`inspect_bytes`), then its header
+    read and its size and shape checked (`check_size`); ImageInputError with one sentence when
+    any of that refuses it. Milliseconds, whatever the file: a server can do this before it
+    queues the image for decoding."""
     if not data:
         raise ImageInputError(f"{name} is empty: send the bytes of a PNG or JPEG image.")
     inspect_bytes(data, name, limits)
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
-        check_size(*img.size, limits=limits)  # header only: no pixels decoded yet
+    except Image.DecompressionBombError as err:
+        raise ImageInputError(f"{name} has too many pixels: crop or shrink it.") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageInputError(
+            f"{name} is not an image Pillow can read: send a PNG or JPEG file.") from err
+    check_size(*img.size, limits=limits)  # header only: no pixels decoded yet
+    return img
+
+
+def open_image_bytes(data: bytes, name: str = "the input",
+                     limits: WorkLimits = LIMITS) -> Image.Image:
+    """Decode a PNG or JPEG, after looking at it (`look`: nothing refused has a pixel decoded),
+    and turn it upright by its EXIF orientation (as a phone photo expects). A JPEG larger than
+    preprocess.MAX_SIDE is decoded straight to about that size (libjpeg's DCT scaling,
+    `draft`), not decoded whole and shrunk."""
+    img = look(data, name, limits)
+    try:
         if img.format in ("JPEG", "MPO") and max(img.size) > preprocess.MAX_SIDE:
             scale = preprocess.MAX_SIDE / max(img.size)
             img.draft(img.mode, (round(img.width * scale), round(img.height * scale)))

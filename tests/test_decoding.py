@@ -190,3 +190,27 @@ def test_a_pool_that_cannot_start_a_worker_says_so(monkeypatch):
         assert err.value.status == 503 and "broken" in pool.health()
     finally:
         pool.close()
+
+
+def test_what_the_bytes_refuse_never_waits_for_a_busy_worker(pool):
+    """Both workers busy (two bombs with the scan check broken): a crafted file is still
+    refused at once, from its bytes and header, in the calling thread."""
+    import threading
+
+    def held() -> None:
+        with pytest.raises(decoding.DecodeTimeout):
+            pool.lines(hostile.scan_bomb(5000, 1000), "bomb", NO_SCAN_LIMIT, soon(4.0))
+
+    jobs = [threading.Thread(target=held) for _ in range(2)]
+    for job in jobs:
+        job.start()
+    try:
+        assert wait_for(lambda: pool.health()["busy"] == 2, 10)
+        for raw in (hostile.scan_bomb(5000, 1000), hostile.ico_bomb(), hostile.thin_png()):
+            start = time.monotonic()
+            with pytest.raises(images.ImageInputError):
+                pool.lines(raw, "the upload", images.LIMITS, soon())
+            assert time.monotonic() - start < 0.5
+    finally:
+        for job in jobs:
+            job.join(30)

@@ -350,7 +350,10 @@ class DecodePool:
 
     def lines(self, data: bytes, name: str, limits: images.WorkLimits, deadline: float,
               timings: dict[str, float] | None = None) -> list[np.ndarray]:
-        """images.decode_lines(data, name, limits) in a worker, by `deadline` (time.monotonic)."""
+        """images.decode_lines(data, name, limits) in a worker, by `deadline` (time.monotonic).
+        What `images.look` refuses from the bytes and the header is refused here, at once,
+        without waiting for a worker."""
+        images.look(data, name, limits)
         reply, blobs = self._run({"task": "lines", "name": name, "limits": asdict(limits)},
                                  [data], deadline)
         if timings is not None:
@@ -359,7 +362,9 @@ class DecodePool:
 
     def image(self, data: bytes, name: str, limits: images.WorkLimits,
               deadline: float) -> Image.Image:
-        """images.open_image_bytes then preprocess.shrink, in a worker, by `deadline`."""
+        """images.open_image_bytes then preprocess.shrink, in a worker, by `deadline` (what
+        `images.look` refuses is refused here, at once)."""
+        images.look(data, name, limits)
         reply, blobs = self._run({"task": "image", "name": name, "limits": asdict(limits)},
                                  [data], deadline)
         return _image_from(reply, blobs[0])
