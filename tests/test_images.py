@@ -263,3 +263,12 @@ def test_shrinking_a_very_wide_picture_stays_cheap():
     out = preprocess.shrink(Image.new("L", (25_000_000, 1), 255))
     assert out.size == (preprocess.MAX_SIDE, 1)
     assert time.perf_counter() - start < 1.5
+
+
+@pytest.mark.parametrize("make", [hostile.ico_bomb, hostile.gif])
+def test_pillow_opens_only_png_and_jpeg(monkeypatch, make):
+    """Behind the look at the bytes, Pillow itself is allowed only its PNG and JPEG plugins: an
+    ICO's plugin would decode the PNG inside it within Image.open."""
+    monkeypatch.setattr(images, "inspect_bytes", lambda *args: "PNG")  # the first check gone
+    with pytest.raises(images.ImageInputError, match="not an image Pillow can read"):
+        images.open_image_bytes(make())
