@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import threading
 import time
@@ -38,9 +39,22 @@ class UrlError(ValueError):
         self.status = status
 
 
+# Characters that change how a line of text reads without being seen: C0 and C1 controls, DEL,
+# the Unicode line and paragraph separators, and the bidirectional controls (a right-to-left
+# override makes "gnp.exe" read "exe.png"). In a message or a log they are written as \uXXXX.
+_UNSEEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+                     "\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with every control, line-separator and bidi character written as \\uXXXX."""
+    return _UNSEEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def shown(url: str) -> str:
-    """The URL as it may appear in a message or a log: never more than SHOWN_CHARS characters."""
-    text = url.replace("\n", " ").replace("\r", " ")
+    """The URL (or any text a caller sent) as it may appear in a message or a log: invisible
+    characters written out (see `printable`), never more than SHOWN_CHARS characters."""
+    text = printable(url[: SHOWN_CHARS * 8])
     return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 

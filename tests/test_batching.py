@@ -323,7 +323,7 @@ BAD_REQUESTS = [
     ("unknown-field", "POST", "/predict", {"imgae": "x"}, None, 400, 'Unknown field "imgae"'),
     ("not-json", "POST", "/predict", "image=line.png", "application/json", 400,
      "not valid JSON"),
-    ("no-content-type", "POST", "/predict", json.dumps({"image": "x"}), "", 400,
+    ("no-content-type", "POST", "/predict", json.dumps({"image": "x"}), "", 415,
      "Content-Type: application/json"),
     ("get", "GET", "/predict", "", None, 405, "GET is not allowed on /predict: use POST"),
     ("post-to-root", "POST", "/", {"image": "x"}, None, 405, "POST your JSON to /predict"),
@@ -416,3 +416,46 @@ def test_with_batching_off_every_request_still_gets_its_own_text(tmp_path, recog
         assert [batch_size(a) for a in answers] == [1] * 5
     finally:
         assert stop_background(proc) == 0
+
+
+# --- what LitServe meets in public (issue 22's probes) -----------------------------------------
+@pytest.mark.slow
+def test_a_scan_bomb_does_not_hold_up_the_inference_loop(server, recognizer):
+    """Before: LitServe decoded in its one inference process, so a 189 KB JPEG of 1000 scans
+    held every request for its half minute. Now it is refused from its bytes in a decoding
+    worker, and the request behind it is answered at once."""
+    import hostile
+
+    bomb = {"image": base64.b64encode(hostile.scan_bomb(5000, 1000)).decode()}
+    paths = screenshots(1)
+    start = time.perf_counter()
+    answers = post_together(server.predict, [bomb, {"image": b64(paths[0])}])
+    assert time.perf_counter() - start < 10
+    assert answers[0].status_code == 422 and "scans" in answers[0].json()["error"]
+    assert answers[1].status_code == 200 and answers[1].json()["text"] == \
+        recognizer.predict(paths[0])
+
+
+@pytest.mark.slow
+def test_litserve_has_the_services_header_and_host_limits(server):
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])),
+                                  timeout=60) as sock:
+        try:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+                         + b"a" * 32 * 2**20 + b"\r\n\r\n")
+        except OSError:
+            pass
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 400") and b"over 16 KB" in reply
+    resp = requests.post(server.predict, json={"image": "x"}, headers={"host": "evil.example"},
+                         timeout=60)
+    assert_one_sentence_error(resp, 400, "--allowed-hosts evil.example")
+    resp = requests.post(server.predict, data=hostile_keys(), timeout=60,
+                         headers={"content-type": "application/json"})
+    assert_one_sentence_error(resp, 400, 'Unknown field "k0"')
+
+
+def hostile_keys() -> bytes:
+    import hostile
+
+    return hostile.many_keys(400_000)

@@ -1,7 +1,9 @@
 """Image input: loading, polarity, any mode or size, page splitting, and clear errors."""
 
 import io
+import time
 
+import hostile
 import numpy as np
 import pytest
 from PIL import Image
@@ -147,7 +149,7 @@ def _stripes(height: int, width: int) -> Image.Image:
 @pytest.mark.parametrize(("img", "phrase"), [
     (_stripes(1000, 1000), "bands of ink"),
     (_stripes(4000, 4000), "bands of ink"),
-    (_stripes(4000, 3), "bands of ink"),
+    (_stripes(4000, 3), "times longer than it is wide"),  # refused by its shape first
 ])
 def test_page_lines_refuses_stripes_before_splitting_them(monkeypatch, img, phrase):
     def no_split(ink):
@@ -189,3 +191,109 @@ def test_line_width_matches_the_cropped_width():
 def test_the_pixel_limit_refuses_before_decoding():
     with pytest.raises(images.ImageInputError, match="pixels"):
         images.load_image(Image.new("1", (6000, 5000)))
+
+
+# --- looking before decoding: formats, JPEG scans, sides and shapes -------------------------------
+def _encoded(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Image.open fails the test: what is refused must be refused from its bytes alone."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("Pillow was asked to open a file that should have been refused")
+
+    monkeypatch.setattr(images.Image, "open", refuse)
+
+
+@pytest.mark.parametrize(("name", "make", "status", "phrase"), [
+    ("JPEG of 1000 scans", lambda: hostile.scan_bomb(5000, 1000), 422, "more than 32 scans"),
+    ("JPEG of 33 scans", lambda: hostile.scan_bomb(64, 33), 422, "more than 32 scans"),
+    ("ICO claiming 16x16", hostile.ico_bomb, 415, "an ICO icon"),
+    ("ICNS with a 13000x13000 PNG", hostile.icns_bomb, 415, "an ICNS icon"),
+    ("GIF", hostile.gif, 415, "a GIF image"),
+    ("not an image", lambda: b"hello, world", 422, "not an image this service reads"),
+])
+def test_refused_from_the_bytes_before_pillow_opens_them(no_decoding, name, make, status, phrase):
+    raw = make()
+    start = time.perf_counter()
+    with pytest.raises(images.ImageInputError, match=phrase) as err:
+        images.open_image_bytes(raw)
+    assert err.value.status == status
+    assert time.perf_counter() - start < 0.5, "looking at a file must not cost decoding it"
+
+
+def test_ordinary_progressive_and_baseline_jpegs_still_read():
+    line = _line().convert("RGB")
+    for options in ({}, {"progressive": True}):
+        raw = _encoded(line, "JPEG", quality=90, **options)
+        assert images.inspect_bytes(raw) == "JPEG"
+        assert images.open_image_bytes(raw).size == line.size
+    cmyk = _encoded(line.convert("CMYK"), "JPEG", progressive=True)  # libjpeg's longest script
+    assert images.open_image_bytes(cmyk).size == line.size
+    scans = [s for s in hostile.jpeg_segments(hostile.scan_bomb(64, 32)) if s[0] == 0xDA]
+    assert len(scans) == 32  # the largest count allowed still decodes
+    assert images.open_image_bytes(hostile.scan_bomb(64, 32)).size == (64, 64)
+
+
+@pytest.mark.parametrize(("size", "phrase"), [
+    ((25_000_000, 1), "longer than 16,384 pixels"),  # 25 M pixels: passed the pixel cap
+    ((16_000, 120), "times longer than it is wide"),
+    ((3, 1000), "times longer than it is wide"),
+])
+def test_absurd_sides_and_shapes_are_refused_from_the_header(size, phrase):
+    raw = hostile.thin_png(*size)
+    assert len(raw) < 64_000
+    with pytest.raises(images.ImageInputError, match=phrase):
+        images.open_image_bytes(raw)
+
+
+def test_the_shape_limit_leaves_room_for_every_line_of_our_data():
+    """The widest line the training renderer draws (MAX_CHARS of its widest letter) and the
+    widest picture of the real-world set are under a quarter of max_aspect: a text line can be
+    long, but not 128 times longer than it is high."""
+    from pathlib import Path
+
+    folder = Path(__file__).parent / "data" / "realworld"
+    real = max(max(im.size) / min(im.size)
+               for im in (Image.open(p) for p in folder.glob("*/*")
+                          if p.suffix in (".png", ".jpg")))
+    longest = "M" * data.MAX_CHARS
+    synthetic = max(_line(longest, size=s, font=f).width / _line(longest, size=s, font=f).height
+                    for s in (12, 28) for f in range(min(8, len(data.fonts()))))
+    assert max(real, synthetic) * 4 < images.LIMITS.max_aspect, (real, synthetic)
+
+
+def test_a_png_of_too_many_chunks_is_refused():
+    raw = _encoded(Image.new("L", (8, 8), 255), "PNG")
+    text_chunk = (b"\0\0\0\0tEXt" + (0x8A4A0E7A).to_bytes(4, "big"))  # an empty tEXt chunk
+    flood = raw[:33] + text_chunk * (images.LIMITS.max_segments + 1) + raw[33:]
+    with pytest.raises(images.ImageInputError, match="chunks"):
+        images.open_image_bytes(flood)
+
+
+def test_a_huge_jpeg_is_decoded_straight_to_about_the_working_size():
+    """draft(): libjpeg scales the DCT down while decoding (no 8000 x 6000 image in memory)."""
+    raw = _encoded(Image.new("RGB", (9000, 2000), "white"), "JPEG")
+    img = images.open_image_bytes(raw)
+    assert img.size == (4500, 1000)  # libjpeg's scale 1/2: the largest that is not below 4000
+
+
+def test_shrinking_a_very_wide_picture_stays_cheap():
+    """LANCZOS alone from 25,000,000 columns to 4000: 6 s and 1.2 GB here; reduce() first: ms."""
+    start = time.perf_counter()
+    out = preprocess.shrink(Image.new("L", (25_000_000, 1), 255))
+    assert out.size == (preprocess.MAX_SIDE, 1)
+    assert time.perf_counter() - start < 1.5
+
+
+@pytest.mark.parametrize("make", [hostile.ico_bomb, hostile.gif])
+def test_pillow_opens_only_png_and_jpeg(monkeypatch, make):
+    """Behind the look at the bytes, Pillow itself is allowed only its PNG and JPEG plugins: an
+    ICO's plugin would decode the PNG inside it within Image.open."""
+    monkeypatch.setattr(images, "inspect_bytes", lambda *args: "PNG")  # the first check gone
+    with pytest.raises(images.ImageInputError, match="not an image Pillow can read"):
+        images.open_image_bytes(make())

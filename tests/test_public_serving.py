@@ -12,6 +12,7 @@ import contextlib
 import http.server
 import io
 import json
+import re
 import socket
 import threading
 import time
@@ -19,14 +20,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import SimpleNamespace
 
+import hostile
 import numpy as np
 import pytest
 import requests
 from PIL import Image
+from proc_tree import tree_rss_mb
 from stand_ins import serve_http, wait_for
 
 from lab_code import images, urlfetch
 from lab_code.serving import serverless
+from lab_code.serving.guard import RequestGuard
 from lab_code.serving.lambda_adapter import direct_event, make_handler
 from lab_code.serving.limits import ServiceLimits
 from lab_code.serving.ports import free_port
@@ -351,7 +355,7 @@ def test_the_line_and_column_limits_each_refuse_before_cropping(monkeypatch):
     monkeypatch.setattr(images.preprocess, "line_boxes",
                         lambda ink: [(i * 3, i * 3 + 1, 0, 4000) for i in range(3)])
     with pytest.raises(images.ImageInputError, match="columns"):
-        images.page_lines(Image.new("L", (4000, 10), 255))
+        images.page_lines(Image.new("L", (4000, 40), 255))
 
 
 def rss_mb() -> float:
@@ -519,7 +523,7 @@ def test_an_unexpected_error_is_a_json_500_with_the_request_id(backend, monkeypa
     def broken(*args, **kwargs):
         raise KeyError("an internal detail")
 
-    monkeypatch.setattr(images, "page_lines", broken)
+    monkeypatch.setattr(serverless, "page_text", broken)
     resp = backend.handler({"image": b64(LINE)}, None)
     body = json.loads(resp["body"])
     assert_one_sentence(resp["statusCode"], body, 500, "KeyError")
@@ -531,15 +535,16 @@ def test_an_unexpected_error_is_a_json_500_with_the_request_id(backend, monkeypa
 # ----------------------------------------
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    """The local service as the lesson starts it, with no opt-in, and a 4 s deadline."""
+    """The local service as the lesson starts it, with no opt-in, and an 8 s deadline (three
+    stripe bombs take ~5 s of CPU, more on a shared and busy 2-core machine)."""
     port = free_port()
     log = tmp_path_factory.mktemp("public") / "service.log"
     url = f"http://127.0.0.1:{port}/"
     proc = start_background(["lab_code.serving", "serverless", "--port", str(port), "--deadline",
-                             "4"],
+                             "8"],
                             url + "health", log)
     try:
-        yield SimpleNamespace(url=url, port=port, log=log)
+        yield SimpleNamespace(url=url, port=port, log=log, pid=proc.pid)
     finally:
         stop_background(proc)
 
@@ -629,3 +634,324 @@ def test_trusted_service_reads_the_canary_and_cuts_a_trickle_at_its_deadline(tru
                        time.perf_counter() - start))
         assert health.status_code == 200
         assert_one_sentence(*slow.result(), 504, "longer than 3 s")
+
+
+# --- round 2: crafted files, deadlines that stop work, bodies, headers, browsers, logs ----------
+CRAFTED = {  # name: (bytes, status, phrase)
+    "JPEG of 1000 scans (189 KB, 5000x5000)": (hostile.scan_bomb(5000, 1000), 422, "scans"),
+    "PNG of 1 x 25,000,000 pixels": (hostile.thin_png(), 422, "pixels on a side"),
+    "ICO saying 16x16, holding 13000x13000": (hostile.ico_bomb(), 415, "PNG and JPEG only"),
+    "ICNS holding a 13000x13000 PNG": (hostile.icns_bomb(), 415, "PNG and JPEG only"),
+}
+
+
+@pytest.mark.parametrize("name", CRAFTED)
+def test_crafted_files_are_refused_from_their_bytes_through_the_handler(backend, name):
+    raw, want, phrase = CRAFTED[name]
+    status, body = probe("handler", name, lambda: call(backend, {"image": b64(raw)}))
+    assert_one_sentence(status, body, want, phrase)
+    assert PROBES[-1][3] < 2.0, "looked at, not decoded"
+
+
+@contextlib.contextmanager
+def loosened(monkeypatch, **changes):
+    """The service's default work limits with `changes`: a guard broken on purpose, so that what
+    it would refuse reaches the decoder (in the decoding workers too)."""
+    monkeypatch.setattr(images, "LIMITS", replace(images.LIMITS, **changes))
+    yield replace(ServiceLimits(), work=images.LIMITS)
+
+
+def test_with_the_scan_check_broken_the_deadline_stops_the_decode(backend, monkeypatch):
+    """Before: a 504 at the deadline, and a decode thread that ran on for half a minute holding
+    one of the two decode slots. Now the worker is killed at the deadline and replaced, and the
+    next image is read at once."""
+    with loosened(monkeypatch, max_jpeg_scans=10**6) as limits:
+        limits = replace(limits, deadline_s=2.0)
+        app = serverless.create_app(backend.recognizer, limits=limits)
+        handler = make_handler(app)
+        pool = serverless.decode_pool(limits)
+        replaced = pool.replaced
+        status, body = probe("handler", "scan bomb with the scan check broken, deadline 2 s",
+                             lambda: (lambda r: (r["statusCode"], json.loads(r["body"])))(
+                                 handler({"image": b64(hostile.scan_bomb(5000, 1000))})))
+    assert_one_sentence(status, body, 504, "longer than 2 s")
+    assert PROBES[-1][3] < 4.0
+    wait_for(lambda: pool.replaced == replaced + 1, 5, "the worker was killed")
+    start = time.perf_counter()
+    resp = handler({"image": b64(LINE)})
+    assert resp["statusCode"] == 200 and time.perf_counter() - start < 5.0
+
+
+def test_health_sees_an_image_that_decodes_too_long(backend, monkeypatch):
+    with loosened(monkeypatch, max_jpeg_scans=10**6) as limits:
+        limits = replace(limits, deadline_s=30.0, stuck_after_s=1.0)
+        app = serverless.create_app(backend.recognizer, limits=limits)
+        with serve_app(app) as url, ThreadPoolExecutor(1) as pool:
+            bomb = pool.submit(requests.post, url, json={"image": b64(hostile.scan_bomb(5000,
+                                                                                        1000))},
+                               timeout=TIMEOUT)
+            deadline = time.monotonic() + 20
+            health = requests.get(url + "health", timeout=TIMEOUT)
+            while health.status_code == 200 and time.monotonic() < deadline:
+                health = requests.get(url + "health", timeout=TIMEOUT)
+            assert health.status_code == 503, health.json()
+            assert "decoding for" in health.json()["error"]
+            assert health.json()["decoding"]["busy"] == 1
+            serverless.decode_pool(limits).close()  # end the bomb: the test need not wait
+            bomb.result()
+
+
+def test_four_hundred_thousand_unknown_keys_are_refused_at_the_first(backend):
+    """Once 4-6 s of the event loop (/health too) and 450 MB: one validation error per key."""
+    body = hostile.many_keys(400_000).decode()
+    ev = direct_event({})
+    ev["body"] = body
+    start = time.perf_counter()
+    resp = backend.handler(ev, None)
+    PROBES.append(("handler", "JSON of 400,000 unknown keys (5.3 MB)", resp["statusCode"],
+                   time.perf_counter() - start))
+    assert_one_sentence(resp["statusCode"], json.loads(resp["body"]), 400, 'Unknown field "k0"')
+    assert PROBES[-1][3] < 1.0
+
+
+def test_a_request_id_that_is_not_an_id_is_not_echoed(backend):
+    ev = direct_event({"image": b64(LINE)})
+    ev["requestContext"]["requestId"] = "abc\r\nSet-Cookie: evil=1"
+    resp = backend.handler(ev, None)
+    rid = resp["headers"]["x-request-id"]
+    assert resp["statusCode"] == 200 and re.fullmatch(r"[0-9a-f]{16}", rid)
+
+
+def test_invisible_characters_are_escaped_in_logs_and_messages(backend, capsys):
+    ev = direct_event({"image_url": "http://exa\u202emple.com/a\u2028b.png"})
+    resp = backend.handler(ev, None)
+    message = json.loads(resp["body"])["error"]
+    logged = capsys.readouterr().out
+    for text in (message, logged):
+        assert "\u202e" not in text and "\u2028" not in text
+    assert "\\u202e" in message and "\\u202e" in logged
+    assert all(json.loads(x) for x in logged.splitlines() if x.startswith("{"))
+
+
+# --- over HTTP: the service as the lesson starts it (fixture `service`) ---------------------------
+def raw_exchange(port: int, data: bytes, timeout: float = TIMEOUT) -> bytes:
+    """Send raw bytes on a new connection; everything the server answers, until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+        except OSError:  # it hung up while we were still sending: read what it said
+            pass
+        reply = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                reply += chunk
+    return reply
+
+
+def test_service_two_scan_bombs_do_not_hold_up_normal_requests(service):
+    """Before: two 144 KB bombs made every normal request a 504 for 30 s, /health saying ok.
+    Now each bomb is refused from its bytes; the normal requests beside them keep their p95
+    (measured side by side: quiet, under the bombs, quiet again)."""
+    bomb = {"image": b64(hostile.scan_bomb(5000, 1000))}
+
+    def normal_p95(n: int) -> float:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            assert post(service.url, {"image": b64(LINE)})[0] == 200
+            times.append(time.perf_counter() - start)
+        return sorted(times)[round(0.95 * n) - 1]
+
+    quiet = normal_p95(20)
+    start_mb = peak_mb = tree_rss_mb(service.pid)
+    stop = threading.Event()
+    answered: list[tuple[int, float]] = []
+
+    def bomber() -> None:
+        while not stop.is_set():
+            start = time.perf_counter()
+            status, _ = post(service.url, bomb)
+            answered.append((status, time.perf_counter() - start))
+
+    def watch() -> None:
+        nonlocal peak_mb
+        while not stop.is_set():
+            peak_mb = max(peak_mb, tree_rss_mb(service.pid))
+            stop.wait(0.1)
+
+    with ThreadPoolExecutor(3) as pool:
+        bombers = [pool.submit(bomber) for _ in range(2)] + [pool.submit(watch)]
+        try:
+            under = normal_p95(40)
+        finally:
+            stop.set()
+        for future in bombers:
+            future.result()
+    quiet_again = normal_p95(20)
+    end_mb = tree_rss_mb(service.pid)
+    PROBES.append(("HTTP", f"normal p95 quiet {quiet:.3f} s, beside 2 scan bombers {under:.3f} "
+                           f"s, quiet again {quiet_again:.3f} s", 200, under))
+    assert {status for status, _ in answered} == {422} and len(answered) >= 4
+    assert max(seconds for _, seconds in answered) < 3.0, "every bomb answered within seconds"
+    assert under < 1.5 * max(quiet, quiet_again) + 0.05, (quiet, under, quiet_again)
+    # before: ~300 MB more per bomb being decoded, kept afterwards (290 -> 640-700 MB)
+    assert peak_mb - start_mb < 400 and end_mb - start_mb < 100, (start_mb, peak_mb, end_mb)
+
+
+def test_service_refuses_a_32_mb_header_at_16_kb(service):
+    start = time.perf_counter()
+    reply = raw_exchange(service.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+                         + b"a" * 32 * 2**20 + b"\r\n\r\n")
+    PROBES.append(("HTTP", "a 32 MB header", int(reply.split()[1]), time.perf_counter() - start))
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert_one_sentence(400, json.loads(body), 400, "over 16 KB")
+
+
+def test_service_closes_slowloris_connections_at_the_header_deadline(service):
+    """Before: 200 of 200 slowloris connections were still open after 30 s."""
+    from lab_code.serving.connections import HEADER_TIMEOUT_S
+
+    socks = []
+    try:
+        for _ in range(50):
+            sock = socket.create_connection(("127.0.0.1", service.port), timeout=TIMEOUT)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            socks.append(sock)
+        start = time.perf_counter()
+        replies = []
+        for sock in socks:
+            sock.sendall(b"X-Slow: 1\r\n")  # a header line now and then resets no timer
+            replies.append(sock.recv(65536))
+        waited = time.perf_counter() - start
+    finally:
+        for sock in socks:
+            sock.close()
+    PROBES.append(("HTTP", "50 slowloris connections", 408, waited))
+    assert all(r.startswith(b"HTTP/1.1 408") for r in replies)
+    assert waited < HEADER_TIMEOUT_S + 5
+    assert requests.get(service.url + "health", timeout=TIMEOUT).status_code == 200
+
+
+def test_service_refuses_bodies_that_are_not_json_and_hosts_it_does_not_know(service):
+    """What a web page can send a server on this machine: a no-cors fetch (a body with a text
+    or form Content-Type, or none), and requests through DNS rebinding (its own host name)."""
+    for headers in ({}, {"content-type": "text/plain"}):
+        resp = requests.post(service.url, data=json.dumps({"image": b64(LINE)}), headers=headers,
+                             timeout=TIMEOUT)
+        assert_one_sentence(resp.status_code, resp.json(), 415, "application/json")
+    resp = requests.get(service.url + "health", headers={"host": "rebind.example:8000"},
+                        timeout=TIMEOUT)
+    assert_one_sentence(resp.status_code, resp.json(), 400, "--allowed-hosts rebind.example")
+    for host in ("localhost:8000", f"127.0.0.1:{service.port}", "[::1]:8000", "10.1.2.3"):
+        assert requests.get(service.url + "health", headers={"host": host},
+                            timeout=TIMEOUT).status_code == 200, host
+
+
+def test_service_with_allowed_hosts_answers_to_them(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    proc = start_background(["lab_code.serving", "serverless", "--port", str(port), "--workers",
+                             "1", "--allowed-hosts", "recognizer.internal", ".example.org"],
+                            url + "health", tmp_path / "service.log")
+    try:
+        for host, want in [("recognizer.internal", 200), ("api.example.org:443", 200),
+                           ("example.org", 200), ("evil.com", 400)]:
+            assert requests.get(url + "health", headers={"host": host},
+                                timeout=TIMEOUT).status_code == want, host
+    finally:
+        stop_background(proc)
+
+
+def test_service_logs_a_client_that_leaves_mid_body_as_499_not_500(service):
+    with socket.create_connection(("127.0.0.1", service.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"image\": \"")
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        lines = [json.loads(x) for x in service.log.read_text().splitlines()
+                 if x.startswith('{"request_id"')]
+        if lines and lines[-1]["bytes"] == 11:
+            break
+        time.sleep(0.1)
+    assert lines[-1]["status"] == 499 and "disconnected" in lines[-1]["error"]
+
+
+def test_service_logs_invisible_characters_escaped(service):
+    requests.get(service.url + "a\u2028b\u202ec", timeout=TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while "\\u202e" not in service.log.read_text(encoding="utf-8") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = service.log.read_text(encoding="utf-8")
+    assert "\\u2028" in text and "\u2028" not in text and "\u202e" not in text
+
+
+# --- over HTTP, with limits small enough to test: the body deadline and the buffered cap ----------
+@contextlib.contextmanager
+def serve_guarded(app):
+    """`app` under uvicorn with the service's connection limits (as the CLI runs it)."""
+    import uvicorn
+
+    from lab_code.serving import connections
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                           **connections.UVICORN_LIMITS))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + TIMEOUT
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(TIMEOUT)
+
+
+def stalled_body(port: int, sent: int, declared: int = 6_000_000) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {declared}\r\n\r\n".encode() + b"x" * sent)
+    return sock
+
+
+def read_reply(sock: socket.socket) -> tuple[int, dict]:
+    reply = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_a_body_that_stalls_gets_a_408_at_the_body_deadline(backend):
+    """Before: the guard waited for the rest of a stalled 6 MB body forever (20 stalled
+    connections held 113 MB)."""
+    limits = replace(ServiceLimits(), body_deadline_s=2.0)
+    with serve_guarded(serverless.create_app(backend.recognizer, limits=limits)) as port:
+        start = time.perf_counter()
+        with stalled_body(port, 1_000_000) as sock:
+            status, body = read_reply(sock)
+        PROBES.append(("HTTP", "a body stalled at 1 of 6 MB (body deadline 2 s)", status,
+                       time.perf_counter() - start))
+    assert_one_sentence(status, body, 408, "within 2 s")
+    assert PROBES[-1][3] < 5.0
+
+
+def test_bodies_held_at_once_are_capped(backend):
+    limits = replace(ServiceLimits(), max_buffered_bytes=8 * 2**20, body_deadline_s=30.0)
+    app = serverless.create_app(backend.recognizer, limits=limits)
+    with serve_guarded(app) as port:
+        first = stalled_body(port, 5 * 2**20)
+        guard = app.middleware_stack
+        while not isinstance(guard, RequestGuard):
+            guard = guard.app
+        wait_for(lambda: guard.budget.held >= 5 * 2**20, TIMEOUT, "5 MB read and held")
+        with stalled_body(port, 4 * 2**20) as second:
+            status, body = read_reply(second)
+        first.close()
+        assert_one_sentence(status, body, 503, "too many large requests")
+        resp = requests.post(f"http://127.0.0.1:{port}/", json={"image": b64(LINE)},
+                             timeout=TIMEOUT)
+        assert resp.status_code == 200, "what the first held is given back"

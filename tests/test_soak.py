@@ -15,11 +15,11 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import requests
 from PIL import Image
+from proc_tree import tree_rss_mb
 from stand_ins import wait_for
 from test_public_serving import upstream
 
@@ -32,11 +32,10 @@ GOOD_CLIENTS = 32
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process, from /proc (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS line")
+    """Resident memory of the service: its process and all it started (workers, decoders)."""
+    mb = tree_rss_mb(pid)
+    assert mb > 0, "the service is gone"
+    return mb
 
 
 def b64_png(img: Image.Image) -> str:

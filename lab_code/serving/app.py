@@ -21,12 +21,14 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import gradio as gr
 import requests
 from PIL import Image
 
 from lab_code import images, preprocess
+from lab_code.serving import decoding
 from lab_code.serving.ports import in_use_message, port_in_use
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry unless asked for
@@ -40,6 +42,15 @@ MAX_UPLOAD_MB = 10
 CONCURRENCY = 2  # predictions running at once
 QUEUE_SIZE = 16  # predictions waiting beyond those; Gradio answers "queue is full" past this
 LAUNCH_LIMITS = {"max_file_size": f"{MAX_UPLOAD_MB}mb"}  # what launch() adds to Gradio's own
+# Reading an upload (decoding, shrinking) and finding its lines each run in a worker process
+# that is killed after this long (lab_code.serving.decoding): a crafted file cannot hold one of
+# the CONCURRENCY slots for longer.
+DEADLINE_S = 20.0
+MAX_FILES = 1  # files in one upload request (the image input sends one)
+# Gradio keeps every upload in its cache: check every minute, delete what is 10 minutes old.
+DELETE_CACHE = (60, 600)
+MAX_FAILED_LOGINS, LOGIN_WINDOW_S = 5, 60.0  # per client; then 429 until the window passes
+SESSION_S = 12 * 3600  # a login lasts this long (cookie Max-Age, and the server forgets it)
 DESCRIPTION = (
     "Upload, paste or drop a picture of printed text (one line or a few lines), then press "
     "**Submit** to read it. Or click one of the examples below."
@@ -96,8 +107,10 @@ class PredictorBackend:
         return f"PredictorBackend(url={self.url!r})"
 
     def run(self, image: Image.Image) -> str:
-        if self._recognizer is not None:
-            return self._recognizer.predict(image)
+        if self._recognizer is not None:  # line finding runs where the deadline can stop it
+            lines = decoder().image_lines(image, self._recognizer.limits,
+                                          time.monotonic() + DEADLINE_S)
+            return page_text(self._recognizer.predict_lines(lines))
         return self._post(image)
 
     __call__ = run
@@ -128,13 +141,25 @@ class PredictorBackend:
                            "check its logs.")
 
 
+def page_text(readings: list[str]) -> str:
+    from lab_code.recognizer import page_text as join  # torch loads only when needed
+
+    return join(readings)
+
+
 # --- the UI -------------------------------------------------------------------------------------
+
+
+def decoder() -> decoding.DecodePool:
+    """The worker processes that read uploads and find their lines (one per prediction slot)."""
+    return decoding.shared_pool(CONCURRENCY)
 
 
 def decode_upload(payload: Any) -> Image.Image | None:
     """An uploaded or pasted image (Gradio's FileData: a cached file or a data: URL) decoded by
-    lab_code.images, which refuses oversized pictures before decoding their pixels; any problem
-    becomes gr.Error with one sentence."""
+    lab_code.images in a worker process (see `decoder`), which refuses crafted and oversized
+    pictures before decoding their pixels and is stopped after DEADLINE_S, and shrunk to
+    preprocess.MAX_SIDE; any problem becomes gr.Error with one sentence."""
     if payload is None:
         return None
     try:
@@ -151,12 +176,32 @@ def decode_upload(payload: Any) -> Image.Image | None:
             data, name = images.decode_base64(payload.url, "the pasted image"), "The pasted image"
         else:
             return None
-        return images.open_image_bytes(data, name=name)  # EXIF rotation included
+        # EXIF rotation included
+        return decoder().image(data, name, images.LIMITS, time.monotonic() + DEADLINE_S)
     except images.ImageInputError as err:
         raise gr.Error(str(err), print_exception=False) from err
+    except decoding.DecodeTimeout as err:
+        raise gr.Error(TOO_SLOW, print_exception=False) from err
     except (OSError, ValueError) as err:  # an unreadable upload, or base64 that is not
         raise gr.Error("The uploaded file could not be read: upload a PNG or JPEG image.",
                        print_exception=False) from err
+
+
+TOO_SLOW = (f"The image took longer than {DEADLINE_S:.0f} s to read: send a smaller or simpler "
+            "image.")
+NO_URLS = "This app reads only uploaded or pasted images; it does not fetch URLs: upload the file."
+
+
+def _no_urls(move: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap a component's move-to-cache method: Gradio downloads a FileData whose path is an
+    http(s) URL there (no size cap, no total deadline, 20 redirects); refuse it instead."""
+
+    def refuse_urls(url_or_file_path: Any) -> Any:
+        if str(url_or_file_path).lower().startswith(("http://", "https://", "//")):
+            raise gr.Error(NO_URLS, print_exception=False)
+        return move(url_or_file_path)
+
+    return refuse_urls
 
 
 def image_input() -> gr.Image:
@@ -166,7 +211,19 @@ def image_input() -> gr.Image:
     # bare "Error". Decode it our way instead (a subclass would do too, but Gradio writes a
     # .pyi stub file beside every module that subclasses one of its components).
     box.preprocess = decode_upload
+    box.move_resource_to_block_cache = _no_urls(box.move_resource_to_block_cache)
+    box.async_move_resource_to_block_cache = _async_no_urls(box.async_move_resource_to_block_cache)
     return box
+
+
+def _async_no_urls(move):
+    refuse = _no_urls(lambda path: path)
+
+    async def refuse_urls(url_or_file_path: Any) -> Any:
+        refuse(url_or_file_path)
+        return await move(url_or_file_path)
+
+    return refuse_urls
 
 
 def example_paths() -> list[Path]:
@@ -195,6 +252,8 @@ def make_predict(predict_fn: Predict) -> Callable[[Image.Image | None], str]:
             text = predict_fn(img)
         except (BackendError, images.ImageInputError) as err:
             raise gr.Error(str(err), print_exception=False) from err
+        except decoding.DecodeTimeout as err:
+            raise gr.Error(TOO_SLOW, print_exception=False) from err
         ms = (time.perf_counter() - start) * 1000
         log.info("predicted in %.0f ms: %dx%d image, %d characters", ms, *img.size, len(text))
         return text
@@ -203,8 +262,9 @@ def make_predict(predict_fn: Predict) -> Callable[[Image.Image | None], str]:
 
 
 def make_frontend(predict_fn: Predict) -> gr.Interface:
-    """The Gradio page around `predict_fn(PIL image) -> str`, with its API endpoint `/predict`;
-    serve it with `launch`, which adds the limits."""
+    """The Gradio page around `predict_fn(PIL image) -> str`, with its API endpoint `/predict`,
+    uploads deleted after DELETE_CACHE; serve it with `launch`, which adds the limits (its own
+    `demo.launch` is routed there too, so it never runs without them)."""
     demo = gr.Interface(
         fn=make_predict(predict_fn),
         inputs=image_input(),
@@ -216,26 +276,64 @@ def make_frontend(predict_fn: Predict) -> gr.Interface:
         article=ARTICLE,
         flagging_mode="never",
         api_name="predict",
+        delete_cache=DELETE_CACHE,
     )
+    # its own launch gets the limits too
+    demo.launch = lambda *args, **kwargs: launch_gradio(demo, *args, **kwargs)
     return demo
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, *,
-           auth: tuple[str, str] | None = None, share: bool = False) -> tuple[str, str | None]:
+           auth: tuple[str, str] | None = None, share: bool = False,
+           allowed_hosts: tuple[str, ...] = ()) -> tuple[str, str | None]:
     """Serve `demo` with the limits every page of the course carries; returns (local URL, public
     share URL or None) at once, and `demo.close()` stops it.
 
     The one way the course starts a Gradio page: the command line, the notebooks, the solutions
     and the tests all call it (tests/test_course.py fails on any other `.launch(`), so no page,
-    local or public, goes out without its upload cap (LAUNCH_LIMITS) and its bounded queue
-    (CONCURRENCY predictions at once, at most QUEUE_SIZE waiting). `port` None: the first free
-    port from 7860 up."""
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    _, local_url, share_url = demo.launch(
-        server_name=host, server_port=port, share=share, auth=auth,
-        prevent_thread_lock=True, quiet=True, **LAUNCH_LIMITS,
-    )
+    local or public, goes out without its limits (see `launch_gradio`). `port` None: the first
+    free port from 7860 up. `allowed_hosts`: host names to answer to besides IP addresses and
+    localhost (`allow_host` adds one later, a tunnel's)."""
+    _, local_url, share_url = launch_gradio(
+        demo, server_name=host, server_port=port, share=share, auth=auth,
+        prevent_thread_lock=True, quiet=True, allowed_hosts=allowed_hosts)
     return local_url, share_url
+
+
+def launch_gradio(demo: gr.Blocks, *args: Any, allowed_hosts: tuple[str, ...] = (),
+                  **overrides: Any):
+    """Gradio's own `Blocks.launch` with the course's limits, whatever the caller passes: the upload
+    cap (LAUNCH_LIMITS; a caller's own max_file_size may only be lower), a bounded queue when
+    the app has none, and lab_code.serving.app_guard in front (Host allow-list, no URL
+    fetching, at most MAX_FILES per upload and MAX_UPLOAD_MB in all, login throttling, session
+    expiry). `allowed_hosts` are host names to answer to besides IP addresses and localhost
+    (--share adds *.gradio.live; `allow_host` adds one later). Returns what Blocks.launch does."""
+    from starlette.middleware import Middleware
+
+    from lab_code.serving.app_guard import AppGuard
+
+    upload_cap = MAX_UPLOAD_MB * 2**20
+    given = overrides.get("max_file_size")
+    if given is not None and gr.utils._parse_file_size(given) < upload_cap:
+        upload_cap = gr.utils._parse_file_size(given)
+    overrides["max_file_size"] = upload_cap
+    hosts = [*allowed_hosts, *([".gradio.live"] if overrides.get("share") else [])]
+    demo.allowed_hosts = hosts
+    app_kwargs = dict(overrides.pop("app_kwargs", None) or {})
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(
+        AppGuard, hosts=hosts, max_upload_bytes=upload_cap + 64 * 1024, max_files=MAX_FILES,
+        max_body_bytes=upload_cap * 4 // 3 + 64 * 1024, max_failed_logins=MAX_FAILED_LOGINS,
+        login_window_s=LOGIN_WINDOW_S, session_s=SESSION_S)]
+    if getattr(demo, "_queue", None) is None or demo._queue.max_size is None:
+        demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    return gr.Blocks.launch(demo, *args, app_kwargs=app_kwargs, **overrides)
+
+
+def allow_host(demo: gr.Blocks, url_or_host: str) -> None:
+    """Let a launched app answer to one more host name (a tunnel's, once it is open)."""
+    host = urlsplit(url_or_host).hostname if "://" in url_or_host else url_or_host
+    if host:
+        demo.allowed_hosts.append(host.lower())
 
 
 # --- the command line ---------------------------------------------------------------------------
@@ -273,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require this login (default with a public URL: a generated password)")
     login.add_argument("--no-auth", action="store_true",
                        help="serve a public URL without a login (anyone with the link can use it)")
+    parser.add_argument("--allowed-hosts", nargs="+", default=[], metavar="NAME",
+                        help="host names to answer to besides IP addresses and localhost (the "
+                             "--share and --tunnel names are added for you; also "
+                             "$LAB_ALLOWED_HOSTS); other names get 400")
     return parser
 
 
@@ -326,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_sigterm()
     public_url = None
     try:
-        local_url, share_url = launch(demo, args.host, args.port, auth=auth, share=args.share)
+        local_url, share_url = launch(demo, args.host, args.port, auth=auth, share=args.share,
+                                      allowed_hosts=tuple(args.allowed_hosts))
         where = f"model {backend.url}" if backend.url else "the local model"
         print(f"Running on {local_url} with {where} (Ctrl+C to stop)", flush=True)
         if share_url:
@@ -337,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             except tunnel.TunnelError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1
+            allow_host(demo, public_url)
             print(f"Public URL: {public_url}", flush=True)
         while True:
             time.sleep(0.5)

@@ -25,7 +25,13 @@ LitServe 0.2.19's source says, and what this module does about it:
   encode_response answers it alone.
 - `timeout` bounds only the time a request waits in the queue (504); nothing bounds how many
   wait (no 503), and max_payload_size is unset by default (no limit on a body): here
-  lab_code.serving.RequestGuard refuses bodies over 6 MB, as the service does.
+  lab_code.serving.RequestGuard refuses bodies over 6 MB, slow bodies, other hosts, other
+  content types and unknown keys, as the service does, and uvicorn runs with the service's
+  connection limits (lab_code.serving.connections: a deadline and a cap for headers).
+- decode_request runs inside the inference loop, one request after another: while one image
+  decodes, every request waits. So decoding runs in the service's worker processes
+  (lab_code.serving.decoding), killed after DECODE_DEADLINE_S, and crafted files are refused from
+  their bytes before that.
 
 Importing litserve sets its logger's level and handler, so it is imported on first use of
 RecognizerAPI or build_server, never by importing this module. `image_url` is refused: there is
@@ -37,6 +43,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +58,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lab_code import urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.recognizer import TextRecognizer, page_text
-from lab_code.serving import serverless
+from lab_code.serving import connections, serverless
 from lab_code.serving.errors import ApiError, error_response, validation_message
 from lab_code.serving.guard import RequestGuard
 from lab_code.serving.limits import ServiceLimits
@@ -66,6 +73,8 @@ if TYPE_CHECKING:
 API_PATH = "/predict"  # LitAPI's default route
 MAX_BATCH_SIZE, BATCH_TIMEOUT_S, WORKERS = 16, 0.005, 1
 QUEUE_TIMEOUT_S = ServiceLimits().deadline_s  # a request waits this long at most (504)
+# one image's decoding and line finding, which hold up the whole inference loop (504 beyond)
+DECODE_DEADLINE_S = 10.0
 # LitServer.run takes only these (and "::", which lab_code.serving.ports' IPv4 check cannot test)
 HOSTS = ("127.0.0.1", "0.0.0.0")
 NO_URLS = ('This server reads only "image" (a base64 PNG or JPEG) and fetches no URLs: send the '
@@ -96,9 +105,14 @@ def decode(request: PredictRequest, limits: ServiceLimits) -> Job:
     else:
         try:
             source, name = serverless.request_source(request)
-            job.lines = serverless.request_lines(source, name, limits, timings=job.timings)
+            job.lines = serverless.request_lines(source, name, limits,
+                                                 time.monotonic() + DECODE_DEADLINE_S,
+                                                 timings=job.timings)
         except ApiError as err:
             job.error = (err.status, err.message)
+        except TimeoutError:
+            job.error = (504, f"The image took longer than {DECODE_DEADLINE_S:.0f} s to decode: "
+                              "send a smaller image.")
     return job
 
 
@@ -213,22 +227,26 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    if not request.headers.get("content-type"):  # LitServe's app reads JSON only when it says so
-        return error_response(400, "The body has no Content-Type: send JSON with "
-                                              "Content-Type: application/json.")
+    # (a body without Content-Type never gets here: RequestGuard answers it with 415)
     return error_response(400, validation_message(request, exc))
 
 
 def build_server(max_batch_size: int = MAX_BATCH_SIZE, batch_timeout: float = BATCH_TIMEOUT_S,
-                 workers: int = WORKERS) -> "litserve.LitServer":
+                 workers: int = WORKERS,
+                 allowed_hosts: tuple[str, ...] = ()) -> "litserve.LitServer":
     """A LitServer for the recognizer: batches of up to `max_batch_size` requests gathered for
     `batch_timeout` seconds, `workers` inference processes on the CPU, each with its own model
-    and one torch thread; bodies over 6 MB refused, every error JSON with one sentence."""
+    and one torch thread; bodies over 6 MB refused, every error JSON with one sentence; host
+    names besides IP addresses and localhost answered only when in `allowed_hosts`."""
     import litserve as ls
+
+    limits = ServiceLimits(allowed_hosts=tuple(allowed_hosts))
 
     server = ls.LitServer(make_api(max_batch_size, batch_timeout), accelerator="cpu",
                           workers_per_device=workers, timeout=QUEUE_TIMEOUT_S,
-                          middlewares=[(RequestGuard, {})])  # 6 MB, JSON 500s, a log
+                          # 6 MB, hosts, JSON only, body deadline, keys, JSON 500s, a log
+                          middlewares=[(RequestGuard, {
+                              "limits": limits, "fields": tuple(PredictRequest.model_fields)})])
     server.app.add_exception_handler(StarletteHTTPException, _http_error)
     server.app.add_exception_handler(RequestValidationError, _validation_error)
     server.uvicorn_graceful_timeout = 5  # seconds a stopping uvicorn process waits for its requests
@@ -255,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long a worker waits to fill a batch, even for one request "
                              f"(default: {BATCH_TIMEOUT_S}; 0 takes what is queued, but keeps a "
                              "core busy polling)")
+    parser.add_argument("--allowed-hosts", nargs="+", default=[], metavar="NAME",
+                        help="host names to answer to besides IP addresses and localhost (also "
+                             "$LAB_ALLOWED_HOSTS); other names get 400")
     parser.add_argument("--workers", type=int, default=WORKERS, metavar="N",
                         help="inference processes, each with its own model and one torch thread, "
                              f"and as many HTTP processes (default: {WORKERS})")
@@ -305,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     os.environ[serverless.MODEL_ENV] = str(model_path)  # the spawned workers inherit it
     limit_children(serving_threads())  # and load torch, OpenMP, OpenBLAS with one thread each
-    server = build_server(args.max_batch_size, args.batch_timeout, args.workers)
+    server = build_server(args.max_batch_size, args.batch_timeout, args.workers,
+                          tuple(args.allowed_hosts))
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
     print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}{API_PATH} "
           f"with {workers}, batches of up to {args.max_batch_size} requests gathered for "
@@ -316,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_sigterm()
     try:
         server.run(host=args.host, port=args.port, log_level="warning",
-                   generate_client_file=False)
+                   generate_client_file=False, **connections.UVICORN_LIMITS)
     except KeyboardInterrupt:  # stopped while the workers were still loading
         pass
     except RuntimeError:  # LitServe's "One or more workers failed to start"

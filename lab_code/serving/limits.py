@@ -18,10 +18,17 @@ class ServiceLimits:
     deadline_s: float = 25.0  # one request, from its body to its answer (504 beyond)
     max_waiting: int = 64  # requests admitted at once (waiting or running); 503 beyond
     max_fetches: int = 8  # image_url downloads at once; 503 beyond (slow upstreams hold them)
-    max_decoding: int = 2  # images decoded and split into lines at once (each may take ~300 MB)
+    # images decoded and split into lines at once, each in a worker process of its own that the
+    # deadline can stop (lab_code.serving.decoding): each may take up to ~700 MB
+    max_decoding: int = 2
+    decode_cpu_s: int = 10  # CPU seconds one image may take to decode and split (422 beyond)
+    decode_memory_mb: int = 1536  # memory one decoding worker may use (422 beyond)
     retry_after_s: int = 2  # the Retry-After a 503 carries
     stuck_after_s: float = 60.0  # /health says unhealthy while one model call runs longer
     cache_entries: int = 0  # texts of recent images kept by content hash (0: no cache)
+    body_deadline_s: float = 20.0  # a request's whole body must arrive within this (408)
+    max_buffered_bytes: int = 64 * 2**20  # request bodies held at once, all together (503)
+    allowed_hosts: tuple[str, ...] = ()  # host names to answer to besides IP addresses, localhost
     url_policy: urlfetch.UrlPolicy = field(default_factory=urlfetch.UrlPolicy)
     work: images.WorkLimits = images.LIMITS
 

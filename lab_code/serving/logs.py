@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lab_code.urlfetch import printable
+
 READY_EVENT = '"event": "ready"'  # what each worker logs once its model is loaded
 
 
 def log_request(**fields: Any) -> None:
-    """One JSON line on stdout (Lambda sends stdout to CloudWatch Logs)."""
-    print(json.dumps(fields, ensure_ascii=False), flush=True)
+    """One JSON line on stdout (Lambda sends stdout to CloudWatch Logs). Text stays readable
+    (ensure_ascii=False), but control, line-separator and bidi characters in any field are
+    written as \\uXXXX: a caller cannot start a new log line or turn one around."""
+    print(printable(json.dumps(fields, ensure_ascii=False)), flush=True)

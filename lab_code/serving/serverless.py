@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from lab_code import images, preprocess, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.recognizer import TextRecognizer, page_text
-from lab_code.serving import runner
+from lab_code.serving import connections, decoding, runner
 from lab_code.serving.cache import ResultCache
 from lab_code.serving.errors import ApiError, add_error_handlers
 from lab_code.serving.guard import RequestGuard
@@ -80,14 +80,30 @@ def request_source(req: PredictRequest) -> tuple[bytes | str, str]:
         raise ApiError(err.status, str(err)) from err
 
 
+def decode_pool(limits: ServiceLimits) -> decoding.DecodePool:
+    """The worker processes that decode this process's images (one pool per process, shared by
+    every app it builds, started on first use): see lab_code.serving.decoding."""
+    return decoding.shared_pool(limits.max_decoding, limits.decode_memory_mb, limits.decode_cpu_s)
+
+
 def request_lines(source: bytes | str, name: str, limits: ServiceLimits,
-                  gate: threading.Semaphore | None = None,
+                  deadline: float | None = None,
                   timings: dict[str, float] | None = None) -> list[np.ndarray]:
     """A request's image as line arrays, within the service's limits (images.lines_from, in
-    one call); ApiError with the status and sentence of whatever refused it."""
+    one call): fetched here, decoded and split into lines in a worker process that is killed if
+    `deadline` (time.monotonic(); default: the service's deadline from now) passes first
+    (decoding.DecodeTimeout); ApiError with the status and sentence of whatever refused it."""
+    deadline = deadline or time.monotonic() + limits.deadline_s
+    pool = decode_pool(limits)
+
+    def in_a_worker(data: bytes, shown_as: str, work: images.WorkLimits,
+                    stages: dict[str, float] | None) -> list[np.ndarray]:
+        return pool.lines(data, shown_as, work, deadline, stages)
+
     try:
         return images.lines_from(source, name=name, limits=limits.work,
-                                 url_policy=limits.url_policy, gate=gate, timings=timings)
+                                 url_policy=limits.url_policy, timings=timings,
+                                 decoder=in_a_worker)
     except images.ImageInputError as err:
         raise ApiError(err.status, str(err)) from err
 
@@ -102,13 +118,14 @@ def create_app(recognizer: TextRecognizer | None = None, *,
     state: dict[str, Any] = {"worker": ModelWorker(recognizer) if recognizer else None,
                              "cache": None}
     waiting, fetching = Counter(limits.max_waiting), Counter(limits.max_fetches)
-    decoding = threading.BoundedSemaphore(limits.max_decoding)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        decode_pool(limits).start()  # the decoding workers start while the model loads
         if state["worker"] is None:
             loaded = await run_in_threadpool(load_recognizer, model_path, optimize)
             await run_in_threadpool(warm_up, loaded)
+            await run_in_threadpool(decode_pool(limits).wait_ready)
             state["worker"] = ModelWorker(loaded)
             log_request(event="ready", pid=os.getpid(), model_version=state["worker"].version)
         if limits.cache_entries > 0:
@@ -126,7 +143,8 @@ def create_app(recognizer: TextRecognizer | None = None, *,
     busy = {"Retry-After": str(limits.retry_after_s)}
 
     def prepare(req: PredictRequest, started: threading.Event, give_fetch,
-                timings: dict[str, float]) -> tuple[list[np.ndarray], str | None, Any]:
+                timings: dict[str, float],
+                deadline: float) -> tuple[list[np.ndarray], str | None, Any]:
         """The request's lines, and its cache key and cached (text, lines) when caching (an
         inline image only: what a URL names can change)."""
         started.set()
@@ -138,7 +156,7 @@ def create_app(recognizer: TextRecognizer | None = None, *,
             hit = cache.get(key) if key is not None else None
             if hit is not None:
                 return [], key, hit
-            return request_lines(source, name, limits, decoding, timings), key, None
+            return request_lines(source, name, limits, deadline, timings), key, None
         finally:
             give_fetch()
 
@@ -165,7 +183,7 @@ def create_app(recognizer: TextRecognizer | None = None, *,
                                         f"{limits.retry_after_s} s.", busy)
             try:
                 lines, key, hit = await asyncio.wait_for(
-                    run_in_threadpool(prepare, req, started, give_fetch, timings),
+                    run_in_threadpool(prepare, req, started, give_fetch, timings, deadline),
                     deadline - time.monotonic())
                 texts: list[str] = [hit[0]] if hit else []
                 if lines:
@@ -205,15 +223,22 @@ def create_app(recognizer: TextRecognizer | None = None, *,
         if state["cache"] is not None:
             cache = state["cache"]
             body["cache"] = {"entries": len(cache), "hits": cache.hits, "misses": cache.misses}
+        decoders = body["decoding"] = decode_pool(limits).health()
         stuck = worker.stuck_for()
         if stuck > limits.stuck_after_s:
             body["status"] = "unhealthy"
             body["error"] = f"One model call has run for {stuck:.0f} s: restart the service."
-            return JSONResponse(body, status_code=503)
-        return JSONResponse(body)
+        elif decoders["longest_s"] > limits.stuck_after_s:
+            body["status"] = "unhealthy"
+            body["error"] = (f"One image has been decoding for {decoders['longest_s']:.0f} s: "
+                             "restart the service.")
+        elif "broken" in decoders:
+            body["status"] = "unhealthy"
+            body["error"] = f"No image can be decoded ({decoders['broken']}): restart the service."
+        return JSONResponse(body, status_code=503 if body["status"] != "ok" else 200)
 
     add_error_handlers(app)
-    app.add_middleware(RequestGuard)
+    app.add_middleware(RequestGuard, limits=limits, fields=tuple(PredictRequest.model_fields))
     app.state.limits = limits
     app.state.worker = lambda: state["worker"]
     return app
@@ -236,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(urlfetch.ALLOW_PRIVATE_FLAG, action="store_true",
                         help="let image_url reach this machine and private networks, for a "
                              "trusted local demo (default: public addresses only)")
+    parser.add_argument("--allowed-hosts", nargs="+", default=[], metavar="NAME",
+                        help="host names to answer to besides IP addresses and localhost, e.g. "
+                             "the name of the machine or proxy in front (a leading dot allows "
+                             "subdomains; also $LAB_ALLOWED_HOSTS, comma-separated); other names "
+                             "get 400, so a web page cannot reach this server through DNS "
+                             "rebinding")
     parser.add_argument("--deadline", type=float, default=defaults.deadline_s, metavar="SECONDS",
                         help=f"answer 504 after this long (default: {defaults.deadline_s:.0f})")
     parser.add_argument("--max-waiting", type=int, default=defaults.max_waiting, metavar="N",
@@ -257,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 CONFIG_ENV = "LAB_SERVICE_CONFIG"  # how `main` hands its settings to uvicorn's worker processes
 APP_FACTORY = "lab_code.serving.serverless:app_from_environment"
-UVICORN_SETTINGS = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 5}
+UVICORN_SETTINGS = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 5,
+                    **connections.UVICORN_LIMITS}  # header deadline and size, keep-alive, 503
 
 
 def app_from_environment() -> FastAPI:
@@ -266,8 +298,9 @@ def app_from_environment() -> FastAPI:
     config = json.loads(os.environ.get(CONFIG_ENV) or "{}")
     policy = urlfetch.UrlPolicy(allow_private=True if config.pop("allow_private", False) else None)
     optimize = bool(config.pop("optimize", True))
-    return create_app(limits=replace(ServiceLimits(), url_policy=policy, **config),
-                      optimize=optimize)
+    hosts = tuple(config.pop("allowed_hosts", ()))
+    return create_app(limits=replace(ServiceLimits(), url_policy=policy, allowed_hosts=hosts,
+                                     **config), optimize=optimize)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[CONFIG_ENV] = json.dumps({
         "deadline_s": args.deadline, "max_waiting": args.max_waiting,
         "cache_entries": args.cache, "allow_private": args.allow_private_urls,
+        "allowed_hosts": args.allowed_hosts,
         "optimize": args.optimize})
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
     print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}/ with "
