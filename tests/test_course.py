@@ -515,10 +515,10 @@ def launching_sources() -> dict[str, str]:
     for path in sorted((ROOT / "lab_code").rglob("*.py")):
         text = path.read_text()
         if path == helper:
-            tree = ast.parse(text)
-            own = next(n for n in tree.body
-                       if isinstance(n, ast.FunctionDef) and n.name == "launch")
-            text = text.replace(ast.get_source_segment(text, own), "")
+            tree = ast.parse(text)  # the helper and the Gradio call behind it
+            for own in [n for n in tree.body if isinstance(n, ast.FunctionDef)
+                        and n.name in ("launch", "launch_gradio")]:
+                text = text.replace(ast.get_source_segment(text, own), "")
         found[rel(path)] = text
     return found
 
@@ -538,7 +538,6 @@ def test_the_launch_check_bites():
     assert not other_launches("url, _ = app.launch(demo, auth=(user, password))")
     sources = launching_sources()
     assert any("app.launch(" in s for w, s in sources.items() if w.startswith("notebooks/05"))
-
 
 
 def test_the_pages_limits_are_quoted_as_they_are():

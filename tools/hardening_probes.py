@@ -1,14 +1,15 @@
-"""The attacker's probes of issue 22, run against the serving paths of one checkout, on 127.0.0.1
+"""An attacker's probes, run against the serving paths of one checkout, on 127.0.0.1
 only: the backend over HTTP (and its Lambda handler), the Gradio app as the CLI launches it, and
 LitServe. Each probe records its status, how long it took, and the memory of the server's whole
 process tree (workers and decoders included): peak above the start, and what is left after.
 
     python tools/hardening_probes.py --out build/probes-after.json
-    PYTHONPATH=/tmp/before python tools/hardening_probes.py --out build/probes-before.json
+    mkdir -p build/before && git archive OLD_COMMIT lab_code | tar -x -C build/before
+    PYTHONPATH=build/before python tools/hardening_probes.py --out build/probes-before.json
     python tools/hardening_probes.py --table build/probes-before.json build/probes-after.json
 
-The second form probes another checkout's lab_code (e.g. `git archive` of an older commit); the
-hostile files come from tests/hostile.py either way. Takes ~5 minutes on a 2-core machine.
+The second form probes an older commit's lab_code; the hostile files come from
+tests/hostile.py either way. Takes ~5 minutes on a 2-core machine.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ back all its memory at once, which a long-lived server process never quite gets 
     pool = DecodePool(size=2)
     lines = pool.lines(data, "the upload", images.LIMITS, deadline=time.monotonic() + 10)
 
-The workers run `python -m lab_code.serving.decoding` (numpy and Pillow, never torch: ~40 MB
-each) and speak a small framed protocol over their stdin and stdout: a JSON header and raw
-bytes, no pickle, so a worker that a hostile file took over cannot hand the server code to run.
+The workers run this module's `serve` (numpy and Pillow, never torch: ~40 MB each) and speak a
+small framed protocol over their stdin and stdout: a JSON header and raw bytes, no pickle, so a
+worker that a hostile file took over cannot hand the server code to run.
 Each worker sets its own limits (RLIMIT_AS for memory, RLIMIT_CPU per image); a worker that
 ends a job holding more than `recycle_mb` of memory is replaced. Every replacement is logged.
 """
@@ -177,6 +177,11 @@ def serve(memory_mb: int, cpu_s: int, recycle_mb: int) -> int:
             return 0
 
 
+# A worker's whole program: no `python -m` entry, so no command a user might run by mistake.
+WORKER_COMMAND = ("import sys; from lab_code.serving.decoding import serve; "
+                  "sys.exit(serve(*map(int, sys.argv[1:4])))")
+
+
 # --- the server side --------------------------------------------------------------------------
 class _Worker:
     def __init__(self, memory_mb: int, cpu_s: int, recycle_mb: int) -> None:
@@ -186,8 +191,7 @@ class _Worker:
                "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
                                                            os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lab_code.serving.decoding", str(memory_mb), str(cpu_s),
-             str(recycle_mb)],
+            [sys.executable, "-c", WORKER_COMMAND, str(memory_mb), str(cpu_s), str(recycle_mb)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
         self.pid = self.proc.pid
         self.ready = False  # said so, and was handed to the pool
@@ -438,6 +442,3 @@ def _close_shared() -> None:
     for pool in list(_SHARED.values()):
         pool.close()
 
-
-if __name__ == "__main__":
-    sys.exit(serve(*(int(a) for a in sys.argv[1:4])))
