@@ -28,7 +28,8 @@ def start_background(args: list[str], ready_url: str, log: str | os.PathLike,
     paths = [(env or {}).get("PYTHONPATH"), package_root, os.environ.get("PYTHONPATH")]
     child_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    with open(log, "wb") as out:
+    Path(log).write_bytes(b"")
+    with open(log, "ab") as out:  # appending: the service's processes each add whole lines
         # its own process group, so that stopping it also stops any workers it started
         proc = subprocess.Popen([sys.executable, "-m", *args], stdout=out,
                                 stderr=subprocess.STDOUT, env=child_env, start_new_session=True,

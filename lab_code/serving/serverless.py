@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from lab_code import images, preprocess, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.recognizer import TextRecognizer, page_text
-from lab_code.serving import connections, decoding, runner
+from lab_code.serving import decoding, runner
 from lab_code.serving.cache import ResultCache
 from lab_code.serving.errors import ApiError, add_error_handlers
 from lab_code.serving.guard import RequestGuard
@@ -288,8 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 CONFIG_ENV = "LAB_SERVICE_CONFIG"  # how `main` hands its settings to uvicorn's worker processes
 APP_FACTORY = "lab_code.serving.serverless:app_from_environment"
-UVICORN_SETTINGS = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 5,
-                    **connections.UVICORN_LIMITS}  # header deadline and size, keep-alive, 503
+UVICORN_SETTINGS = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 5}
+
+
+def uvicorn_settings() -> dict[str, Any]:
+    """UVICORN_SETTINGS and the connection limits (header deadline and size, keep-alive, 503),
+    imported here: they need uvicorn, which the Lambda image does not install."""
+    from lab_code.serving import connections
+
+    return {**UVICORN_SETTINGS, **connections.UVICORN_LIMITS}
 
 
 def app_from_environment() -> FastAPI:
@@ -333,9 +340,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{workers} (POST JSON, GET /health, docs at /docs); Ctrl+C stops it.", flush=True)
     if args.workers > 1 and runner.can_share_port():
         return runner.serve_workers(args.host, args.port, args.workers, APP_FACTORY,
-                                    UVICORN_SETTINGS)
+                                    uvicorn_settings())
     uvicorn.run(APP_FACTORY, factory=True, host=args.host, port=args.port, workers=args.workers,
-                **UVICORN_SETTINGS)
+                **uvicorn_settings())
     return 0
 
 
