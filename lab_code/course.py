@@ -52,7 +52,7 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson("05", "ngrok_tunnel", "A public URL with ngrok", "A public URL with ngrok", 90,
            "share the UI on a password-protected public URL, meet what a public endpoint meets, "
            "know what ngrok and Colab allow"),
-    Lesson("06", "dockerfile_anatomy", "Dockerfile anatomy", "Dockerfile anatomy", 95,
+    Lesson("06", "dockerfile_anatomy", "Dockerfile anatomy", "Dockerfile anatomy", 86,
            "read the frontend and Lambda Dockerfiles layer by layer, lint them, predict rebuilds"),
     Lesson("07", "fast_and_cheap", "Fast and cheap", "Fast and cheap", 95,
            "find where a request's time goes, compile for the CPU, tune threads vs workers, "

@@ -395,7 +395,6 @@ MAPPED = [lesson for lesson in course.LESSONS if not lesson.planned]
 # Lessons whose estimate is over MAX_MINUTES today, each with why; cutting one to size makes its
 # strict xfail an XPASS, which fails the suite: then delete its line here.
 OVER_LONG = {
-    "06": "lesson 06 reads two Dockerfiles line by line; it awaits a cut",
     "07": "lesson 07 measures every lever at once; it awaits a cut",
 }
 
