@@ -55,8 +55,10 @@ def code_version() -> str:
 
 
 def stage(checkpoint: str | os.PathLike, name: str = DEFAULT_MODEL_NAME, alias: str = "latest",
-          registry: str | os.PathLike = DEFAULT_REGISTRY, wandb: str = "auto") -> dict:
-    """Compile `checkpoint`, add it to the registry as the next version, point `alias` at it.
+          registry: str | os.PathLike = DEFAULT_REGISTRY, wandb: str = "auto",
+          onnx: bool = True) -> dict:
+    """Compile `checkpoint` (and, with `onnx`, export it to ONNX beside it), add it to the
+    registry as the next version, point `alias` at it.
 
     The manifest describes the version and never changes; which version an alias names is kept
     in aliases.json alone, since a later staging moves the alias."""
@@ -84,7 +86,7 @@ def stage(checkpoint: str | os.PathLike, name: str = DEFAULT_MODEL_NAME, alias: 
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "torch_version": torch.__version__,
-        "onnx": onnx_entry(model, folder),
+        "onnx": onnx_entry(model, folder) if onnx else None,
         "wandb": None,
     }
     mode = wandb_mode(wandb)
