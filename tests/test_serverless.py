@@ -34,8 +34,8 @@ from PIL import Image
 from stand_ins import serve_http
 
 from lab_code import urlfetch
-from lab_code.artifacts import bundled_model_path, model_version
-from lab_code.recognizer import TextRecognizer
+from lab_code.artifacts import bundled_onnx_path, model_version
+from lab_code.recognizer import OnnxRecognizer, Recognizer, TextRecognizer
 from lab_code.serving import serverless
 from lab_code.serving.lambda_adapter import make_handler
 from lab_code.serving.limits import MAX_BODY_BYTES
@@ -156,11 +156,11 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def recognizer() -> TextRecognizer:
-    """The backend's own TextRecognizer (bundled model, already warm): its `predict` is what every
-    answer must match."""
+def recognizer() -> Recognizer:
+    """The backend's own recognizer (the bundled ONNX file on onnxruntime, already warm): its
+    `predict` is what every answer must match."""
     loaded = backend().recognizer
-    assert isinstance(loaded, TextRecognizer) and loaded.model_path == bundled_model_path()
+    assert isinstance(loaded, OnnxRecognizer) and loaded.model_path == bundled_onnx_path()
     return loaded
 
 
@@ -375,8 +375,10 @@ def test_the_model_is_loaded_once_not_per_request(monkeypatch):
     def no_loading(*args, **kwargs):
         raise AssertionError("a request loaded the model")
 
-    monkeypatch.setattr(TextRecognizer, "__init__", no_loading)
+    for runtime in (TextRecognizer, OnnxRecognizer):
+        monkeypatch.setattr(runtime, "__init__", no_loading)
     monkeypatch.setattr("lab_code.recognizer.load_torchscript", no_loading)
+    monkeypatch.setattr("lab_code.recognizer.load_onnx", no_loading)
     for _ in range(2):
         assert handler({"image": b64(LINE)}, None)["statusCode"] == 200
     assert backend().app.state.worker().recognizer is loaded
