@@ -27,16 +27,9 @@ def greedy(logits: np.ndarray, charset: Sequence[str]) -> list[tuple[str, float]
     blank reads as "" and its confidence is the mean probability of the blank over its steps:
     how sure the model was that there is nothing to read. A row of no steps: ("", 1.0).
     """
-    logits = np.asarray(logits)
-    if logits.ndim != 3:
-        raise ValueError(f"logits must have 3 dimensions (batch, steps, classes), not "
-                         f"{logits.ndim}.")
-    if logits.shape[2] != len(charset) + 1:
-        raise ValueError(f"logits have {logits.shape[2]} classes but the charset has "
-                         f"{len(charset)} characters (+1 for the blank).")
-    if logits.shape[1] == 0:
-        return [("", 1.0)] * logits.shape[0]
-    scores = logits.astype(np.float32, copy=False)
+    scores = _checked(logits, charset)
+    if scores.shape[1] == 0:
+        return [("", 1.0)] * scores.shape[0]
     best = scores.argmax(axis=-1)  # (B, T); the first of equal maxima, as torch.argmax
     top = np.take_along_axis(scores, best[..., None], axis=-1)  # (B, T, 1)
     # softmax probability of the best class: exp(top) / sum(exp), shifted by top for stability
@@ -44,8 +37,29 @@ def greedy(logits: np.ndarray, charset: Sequence[str]) -> list[tuple[str, float]
     out = []
     for row, p in zip(best, probability, strict=True):
         read = row != BLANK
-        keep = read & np.concatenate(([True], row[1:] != row[:-1]))  # a new non-blank class
-        text = "".join(charset[i - 1] for i in row[keep]).strip()
         confidence = float(p[read].mean()) if read.any() else float(p.mean())
-        out.append((text, confidence))
+        out.append((_text(row, charset), confidence))
     return out
+
+
+def texts(logits: np.ndarray, charset: Sequence[str]) -> list[str]:
+    """The text of each row, as `greedy` reads it, without the confidence (no softmax)."""
+    scores = _checked(logits, charset)
+    return [_text(row, charset) for row in scores.argmax(axis=-1)]
+
+
+def _text(best: np.ndarray, charset: Sequence[str]) -> str:
+    """One row's best classes to text: repeats merged, blanks dropped, edge spaces stripped."""
+    keep = (best != BLANK) & np.concatenate(([True], best[1:] != best[:-1]))  # a new class
+    return "".join(charset[i - 1] for i in best[keep]).strip()
+
+
+def _checked(logits: np.ndarray, charset: Sequence[str]) -> np.ndarray:
+    logits = np.asarray(logits)
+    if logits.ndim != 3:
+        raise ValueError(f"logits must have 3 dimensions (batch, steps, classes), not "
+                         f"{logits.ndim}.")
+    if logits.shape[2] != len(charset) + 1:
+        raise ValueError(f"logits have {logits.shape[2]} classes but the charset has "
+                         f"{len(charset)} characters (+1 for the blank).")
+    return logits.astype(np.float32, copy=False)

@@ -187,7 +187,7 @@ class OnnxRecognizer(Recognizer):
         return self.session.run(None, {self.input_name: batch})[0]
 
     def _read(self, batch: np.ndarray) -> list[str]:
-        return [text for text, _ in self._read_scored(batch)]
+        return ctc.texts(self.logits(batch), self.charset)
 
     def _read_scored(self, batch: np.ndarray) -> Scored:
         return ctc.greedy(self.logits(batch), self.charset)

@@ -67,6 +67,8 @@ def test_greedy_checks_its_input_in_one_sentence():
         ctc.greedy(np.zeros((4, 4)), CHARSET)
     with pytest.raises(ValueError, match="5 classes but the charset has 3"):
         ctc.greedy(np.zeros((1, 2, 5)), CHARSET)
+    with pytest.raises(ValueError, match="3 dimensions"):
+        ctc.texts(np.zeros(4), CHARSET)
 
 
 def test_greedy_decodes_as_the_torchscript_model_does_on_its_own_logits():
@@ -79,6 +81,7 @@ def test_greedy_decodes_as_the_torchscript_model_does_on_its_own_logits():
                              .astype(np.float32))
     scripted = recognizer.loaded.decode(batch)
     assert [t for t, _ in ctc.greedy(batch.numpy(), recognizer.charset)] == scripted
+    assert ctc.texts(batch.numpy(), recognizer.charset) == scripted
 
 
 # --- the bundled ONNX file --------------------------------------------------------------------
