@@ -113,6 +113,7 @@ def extract_baseline(ref: str, into: Path) -> Path:
     except (OSError, subprocess.CalledProcessError) as err:
         raise ValueError(f"Cannot read commit {ref!r} of {ROOT}: run from a git clone and pass a "
                          "commit that exists.") from err
+    into.mkdir(parents=True, exist_ok=True)
     tar_path = into / "baseline.tar"
     tar_path.write_bytes(archive)
     with tarfile.open(tar_path) as tar:
@@ -393,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=2, metavar="N",
                         help="times every config is run, in alternating order; figures are "
                              "their means (default: 2)")
+    parser.add_argument("--end-to-end-baseline", default=None, metavar="REF",
+                        help="a git commit whose frozen TorchScript path is read end to end "
+                             "beside this checkout's (default: the --baseline commit)")
     parser.add_argument("--end-to-end-passes", type=int, default=2, metavar="N",
                         help="passes over the screenshot lines, one image at a time, for the "
                              "in-process end-to-end time (0: skip; default: 2)")
@@ -409,8 +413,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory() as tmp:
+        e2e_ref = args.end_to_end_baseline or args.baseline
         try:
             baseline = extract_baseline(args.baseline, Path(tmp)) if args.baseline else None
+            e2e_base = baseline if e2e_ref == args.baseline else extract_baseline(
+                e2e_ref, Path(tmp) / "e2e")
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
@@ -440,9 +447,10 @@ def main(argv: list[str] | None = None) -> int:
             results["configs"][name] = {"label": CONFIGS[name].label, **merge_rounds(rounds[name])}
         if args.end_to_end_passes > 0:
             sources = {"this": (None, "shipped"), "this_torchscript": (None, "torchscript"),
-                       **({"before": (baseline, "torchscript")} if baseline else {})}
+                       **({"before": (e2e_base, "torchscript")} if e2e_base else {})}
             paths = sorted((REALWORLD / "screenshot").glob("*.png"))
             results["end_to_end"] = end_to_end(sources, paths, args.end_to_end_passes, rounds=2)
+            results["end_to_end"]["baseline"] = e2e_ref
             print("end to end:", json.dumps(results["end_to_end"]["per_source"]), flush=True)
     results["ratios_to_before"] = ratios(results)
     results["ratios_to_before_busy"] = ratios(results, "before_busy")
