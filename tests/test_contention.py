@@ -97,6 +97,7 @@ def test_a_busy_machine_leaves_the_service_a_fair_share(shipped, images):
     ratio = (statistics.fmean(r.throughput_per_s for r in busy)
              / statistics.fmean(r.throughput_per_s for r in quiet))
     summary = " | ".join(r.summary() for r in quiet + busy)
+    print(f"busy/quiet throughput {ratio:.2f} ({images}): {summary}")
     assert ratio >= FAIR_SHARE, f"busy/quiet throughput {ratio:.2f}: {summary}"
     assert statistics.median(health) < 500 and max(health) < 3000, \
         f"/health took {statistics.median(health):.0f} ms (median), {max(health):.0f} ms (max)"
