@@ -418,9 +418,11 @@ def test_importing_the_backend_library_changes_nothing_in_the_process():
 
 def test_the_lambda_entry_module_loads_the_model_at_import_and_not_the_ui():
     code = (
-        "import json, sys, torch\n"
+        "import json, os, sys\n"
         "from lab_code.serving import lambda_function\n"
-        "assert torch.get_num_threads() == 1, torch.get_num_threads()  # unless OMP_NUM_THREADS\n"
+        "assert lambda_function.RECOGNIZER.runtime == 'onnx'  # the bundled ONNX file\n"
+        "assert 'torch' not in sys.modules  # so no torch at all in the init phase\n"
+        "assert os.environ['OMP_NUM_THREADS'] == os.environ['OPENBLAS_NUM_THREADS'] == '1'\n"
         "assert lambda_function.app.state.worker() is not None  # loaded in the init phase\n"
         f"ev = json.load(open({str(FIXTURES / 'post_image.json')!r}))\n"
         "assert lambda_function.handler(ev, None)['statusCode'] == 200\n"
@@ -428,7 +430,8 @@ def test_the_lambda_entry_module_loads_the_model_at_import_and_not_the_ui():
         "       or m in ('gradio', 'matplotlib', 'uvicorn')]\n"
         "assert not bad, bad\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MODEL_PATH")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr
