@@ -135,10 +135,11 @@ def _plane(arr: np.ndarray, where: np.ndarray | None, start: float) -> np.ndarra
     values = arr.ravel()[at].astype(np.float64)
     coef = np.array([start, 0.0, 0.0])
     for keep in (0.1, LEVEL_KEEP, LEVEL_KEEP, LEVEL_KEEP):
-        near = np.abs(values - design @ coef) <= keep
-        if near.sum() < 16:
+        # indices and take(): the same rows as a boolean mask picks, in less time
+        near = np.flatnonzero(np.abs(values - design @ coef) <= keep)
+        if near.size < 16:
             break
-        a, v = design[near], values[near]
+        a, v = design.take(near, axis=0), values.take(near)
         try:
             coef = np.linalg.solve(a.T @ a, a.T @ v)  # least squares, by its normal equations
         except np.linalg.LinAlgError:  # the pixels lie on one line (a one-row picture)
