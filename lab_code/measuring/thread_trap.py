@@ -88,6 +88,7 @@ def demonstrate(calls: int = 60, rounds: int = 2, include_onnx: bool = True) -> 
     times): median ms per call, the OS threads its first call started and their CPU time."""
     from lab_code.recognizer import OnnxRecognizer, TextRecognizer
 
+    load_before = os.getloadavg()  # before the readers load and before any hog
     lines = example_lines()
     readers = {"TorchScript, threads=None (the trap)": TextRecognizer(threads=None),
                "TorchScript, threads=1 (the fix)": TextRecognizer(threads=1)}
@@ -122,7 +123,7 @@ def demonstrate(calls: int = 60, rounds: int = 2, include_onnx: bool = True) -> 
         setting.busy_ms = round(statistics.median(busy[label]), 2)
         setting.new_threads_cpu_s = round(sum(cpu.get(tid, 0.0) for tid in started[label]), 2)
     return {"calls": calls, "rounds": rounds, "cores": hog.cores(),
-            "load_before": os.getloadavg(), "line_width": int(lines[0].shape[1]),
+            "load_before": load_before, "load_after": os.getloadavg(), "line_width": int(lines[0].shape[1]),
             "settings": [asdict(s) for s in settings.values()]}
 
 
@@ -155,8 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.calls < 1 or args.rounds < 1:
         print("error: --calls and --rounds must be at least 1.", file=sys.stderr)
         return 2
+    from lab_code.measuring.service_benchmark import machine
+
+    started = time.time()
     result = demonstrate(args.calls, args.rounds)
+    result = {"command": "python -m lab_code.measuring thread_trap "
+                         + " ".join(sys.argv[1:] if argv is None else argv),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+              "machine": machine(), **result}
     print(table(result))
+    print("load average before", [round(x, 2) for x in result["load_before"]],
+          "after", [round(x, 2) for x in result["load_after"]])
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
