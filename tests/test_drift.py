@@ -328,7 +328,12 @@ def module_parser(module: str) -> argparse.ArgumentParser:
 def tool_module(path: str):
     spec = importlib.util.spec_from_file_location(Path(path).stem + "_tool", ROOT / path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[spec.name] = module  # as `python tools/x.py` has it: dataclasses look themselves up
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[spec.name]
+        raise
     return module
 
 
