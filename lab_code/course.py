@@ -55,8 +55,9 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson("06", "dockerfile_anatomy", "Dockerfile anatomy", "Dockerfile anatomy", 86,
            "read the frontend and Lambda Dockerfiles layer by layer, lint them, predict rebuilds"),
     Lesson("07", "fast_and_cheap", "Fast and cheap", "Fast and cheap", 95,
-           "find where a request's time goes, compile for the CPU, tune threads vs workers, "
-           "measure batching and caching under load, price Lambda vs a server"),
+           "find where a request's time goes, compile for the CPU, tune threads vs workers "
+           "and dodge the thread trap, measure on a busy machine, ship the model on ONNX "
+           "Runtime without torch, price Lambda vs a server"),
 )
 
 # Each box's top border carries the number of the lesson that covers it; a deck draws its own

@@ -8,6 +8,14 @@ other. Two such processes on two cores, beside anything else the machine runs, f
 cores and a 7 ms line takes a second. So a recognizer that is given a thread count sets it on
 each thread that calls it (`PerThread`), and a server sets the environment before it starts its
 worker processes (`limit_children`), so that torch, OpenMP and OpenBLAS read it when they load.
+
+The other pools, checked: ONNX Runtime (what the services run) keeps its count in the session,
+whichever thread calls it, and lab_code.artifacts.load_onnx gives it one thread and no spinning.
+numpy's OpenBLAS starts a thread per core when it loads, but the preprocessing's few small matrix
+products stay below its threading threshold (their threads used no CPU time over 200 real-world
+images); the environment keeps it at one all the same. The service's own pools are bounded: one
+model thread per process (lab_code.serving.worker) and at most ServiceLimits.max_decoding images
+decoded at once.
 """
 
 from __future__ import annotations

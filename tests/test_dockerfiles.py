@@ -21,6 +21,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from lab_code import dockerfile as df
+from lab_code.dockerfile.size import estimate
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -356,7 +357,7 @@ def test_dockerignore_excludes(path):
 
 @pytest.mark.parametrize("path", [
     "lab_code/serving/app.py", "lab_code/serving/serverless.py",
-    "lab_code/artifacts/text_recognizer.pt",
+    "lab_code/artifacts/text_recognizer.pt", "lab_code/artifacts/text_recognizer.onnx",
     "docker/requirements-frontend.txt", "docker/requirements-lambda.txt",
 ])
 def test_dockerignore_keeps_what_the_images_need(path):
@@ -378,7 +379,8 @@ def test_copy_sources_exist_and_reach_the_context(path, context_files):
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_no_notebook_or_secret_is_copied_into_the_image(path, context_files):
     copied = [f for s in local_copies(steps_of(path)) for f in df.copied_files(s, context_files)]
-    assert "lab_code/artifacts/text_recognizer.pt" in copied, "the image lacks the model"
+    model = "lab_code/artifacts/text_recognizer." + ("onnx" if path == LAMBDA else "pt")
+    assert model in copied, "the image lacks the model file it serves"
     for rel in copied:
         assert not rel.endswith(".ipynb") and not SECRET_NAME.search(rel), rel
 
@@ -496,8 +498,8 @@ def test_requirements_are_pinned_to_the_course_environment(path):
         assert installed == pinned, f"{path.name} pins {req}, the course runs {installed}"
 
 
-@pytest.mark.parametrize("path", REQUIREMENTS.values(), ids=lambda p: p.name)
-def test_torch_comes_from_the_cpu_index(path):
+def test_torch_comes_from_the_cpu_index():
+    path = REQUIREMENTS[FRONTEND]  # the Lambda image installs no torch at all
     text = path.read_text()
     assert "torch" in {canonicalize_name(r.name) for r in requirements(path)}
     assert re.search(r"^--(extra-)?index-url https://download\.pytorch\.org/whl/cpu\s*$", text,
@@ -546,6 +548,31 @@ def test_lambda_image_has_no_ui():
     assert "gradio" not in installed and "gradio-client" not in installed
 
 
+def test_lambda_image_is_lean_onnxruntime_without_torch():
+    """The handler runs the ONNX file (lab_code.recognizer.OnnxRecognizer): nothing in the image
+    brings torch, and its packages are a fraction of the frontend's (which keeps torch)."""
+    installed = closure(requirements(REQUIREMENTS[LAMBDA]))
+    assert "onnxruntime" in installed and "torch" not in installed
+    assert "--extra-index-url" not in REQUIREMENTS[LAMBDA].read_text()  # PyPI alone
+    lean = estimate(steps_of(LAMBDA), ROOT)
+    full = estimate(steps_of(FRONTEND), ROOT)
+    assert lean.python == IMAGE_PYTHON and not lean.unknown
+    assert lean.installed_bytes < 300e6 and full.installed_bytes > 700e6
+    assert "torch" in full.distributions and "torch" not in lean.distributions
+
+
+def test_the_size_estimate_counts_the_closure_and_the_copies():
+    lean = estimate(steps_of(LAMBDA), ROOT)
+    assert lean.requirements == ["docker/requirements-lambda.txt"]
+    assert set(lean.distributions) == closure(requirements(REQUIREMENTS[LAMBDA]))
+    assert list(lean.distributions.values()) == sorted(lean.distributions.values(), reverse=True)
+    package = sum(p.stat().st_size for p in (ROOT / "lab_code").rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts)
+    package += REQUIREMENTS[LAMBDA].stat().st_size  # the first COPY
+    assert 0.9 * package < lean.copied_bytes <= package
+    assert "plus the base image (not counted here)" in lean.summary()
+
+
 # --- the commands docker/README.md shows -------------------------------------------------------
 def readme_commands() -> list[str]:
     text = (DOCKER / "README.md").read_text()
@@ -582,3 +609,11 @@ def test_readme_explainer_commands_parse():
         args = shlex.split(command.split(" #")[0])[3:]
         df.build_parser().parse_args(args)
         assert Path(ROOT / args[0]).is_file(), command
+
+
+def test_the_size_flag_prints_the_estimate(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert df.main(["docker/lambda.Dockerfile", "--size"]) == 0
+    out = capsys.readouterr().out
+    assert "distributions from docker/requirements-lambda.txt (Python 3.12)" in out
+    assert "onnxruntime" in out and "torch" not in out.split("pip installs", 1)[1]

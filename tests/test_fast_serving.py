@@ -389,9 +389,9 @@ def test_a_baseline_serves_its_own_code_with_this_checkouts_model(tmp_path):
                       capture_output=True).returncode != 0:
         pytest.skip(f"commit {ref} is not in this clone (a shallow clone?)")
     src = service_benchmark.extract_baseline(ref, tmp_path)
-    code = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:lab_code/preprocess.py"],
+    code = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:lab_code/recognizer.py"],
                           capture_output=True, text=True, check=True).stdout
-    assert (src / "lab_code" / "preprocess.py").read_text() == code
+    assert (src / "lab_code" / "recognizer.py").read_text() == code
     model = src / "lab_code" / "artifacts" / bundled_model_path().name
     assert model_version(model) == model_version(bundled_model_path())
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lab_code import artifacts, devices, preprocess, registry
-from lab_code.recognizer import TextRecognizer
+from lab_code.recognizer import OnnxRecognizer, TextRecognizer
 from lab_code.training import data, stage_model
 from lab_code.training.train import TrainConfig, load_checkpoint, train
 
@@ -43,8 +43,8 @@ def test_export_stage_fetch_predict(trained, tmp_path):
     assert manifest["wandb"]["linked_to_training_run"] and manifest["wandb"]["mode"] == "offline"
     for key in ("metrics", "source_checkpoint", "created", "code_version"):
         assert manifest[key]
-    again = stage_model.stage(out / "checkpoint.pt", registry=reg, wandb="off")
-    assert again["version"] == "v2"
+    again = stage_model.stage(out / "checkpoint.pt", registry=reg, wandb="off", onnx=False)
+    assert again["version"] == "v2" and again["onnx"] is None
     path, source = registry.fetch(out=tmp_path / "fetched.pt", registry=reg, wandb="off")
     assert "local registry" in source and artifacts.sha256_file(path) == again["sha256"]
     # the fetched file is the trained model: same logits and same text as eager mode, on a line
@@ -54,14 +54,25 @@ def test_export_stage_fetch_predict(trained, tmp_path):
     with torch.inference_mode():
         assert torch.allclose(fetched.loaded.logits(batch), model.eval().logits(batch), atol=1e-4)
         assert fetched.predict(line) == model(batch)[0]
+    # v1 also holds the ONNX export: fetched as such, it reads the same as the eager model
+    assert manifest["onnx"]["file"] == artifacts.ONNX_FILE
+    with pytest.raises(artifacts.RegistryError, match="staged without an ONNX file"):
+        registry.fetch(out=tmp_path / "none.onnx", registry=reg, wandb="off", fmt="onnx")
+    aliases = artifacts.read_aliases(reg, manifest["name"])
+    (reg / manifest["name"] / artifacts.ALIASES_FILE).write_text(json.dumps(
+        {**aliases, "first": "v1"}))
+    onnx_path, _ = registry.fetch(alias="first", out=tmp_path / "fetched.onnx", registry=reg,
+                                  wandb="off", fmt="onnx")
+    assert artifacts.sha256_file(onnx_path) == manifest["onnx"]["sha256"]
+    assert OnnxRecognizer(onnx_path).predict(line) == model(batch)[0]
 
 
 def test_a_moved_alias_is_recorded_once(trained, tmp_path):
     """Aliases live in aliases.json only: a manifest written when `latest` named v1 must not
     still claim it after `latest` moves to v2."""
     out, _ = trained
-    first = stage_model.stage(out / "checkpoint.pt", registry=tmp_path, wandb="off")
-    second = stage_model.stage(out / "checkpoint.pt", registry=tmp_path, wandb="off")
+    first = stage_model.stage(out / "checkpoint.pt", registry=tmp_path, wandb="off", onnx=False)
+    second = stage_model.stage(out / "checkpoint.pt", registry=tmp_path, wandb="off", onnx=False)
     assert artifacts.read_aliases(tmp_path, first["name"]) == {"latest": second["version"]}
     folder = artifacts.model_folder(tmp_path, first["name"])
     for version in (first["version"], second["version"]):
@@ -71,7 +82,8 @@ def test_a_moved_alias_is_recorded_once(trained, tmp_path):
 
 def test_fetch_refuses_a_changed_file(trained, tmp_path):
     out, _ = trained
-    manifest = stage_model.stage(out / "checkpoint.pt", registry=tmp_path, wandb="off")
+    manifest = stage_model.stage(out / "checkpoint.pt", registry=tmp_path, wandb="off",
+                                 onnx=False)
     staged = tmp_path / manifest["name"] / manifest["version"] / manifest["file"]
     staged.write_bytes(staged.read_bytes() + b"tampered")
     with pytest.raises(artifacts.RegistryError, match="sha256"):
@@ -102,3 +114,15 @@ def test_cuda_request_without_a_gpu_is_a_clear_error():
         pytest.skip("a GPU is present")
     with pytest.raises(devices.DeviceError, match="needs a CUDA GPU"):
         devices.resolve_device("cuda")
+
+
+def test_onnx_only_exports_for_the_checkpoint_the_manifest_names_and_no_other(trained, tmp_path):
+    out, _ = trained
+    staged = stage_model.stage(out / "checkpoint.pt", registry=tmp_path, wandb="off", onnx=False)
+    folder = tmp_path / staged["name"] / staged["version"]
+    other = Path(__file__).resolve().parents[1] / "models" / "text_recognizer_checkpoint.pt"
+    with pytest.raises(stage_model.StagingError, match="is not the checkpoint"):
+        stage_model.add_onnx(other, folder)
+    manifest = stage_model.add_onnx(out / "checkpoint.pt", folder)
+    assert artifacts.sha256_file(folder / artifacts.ONNX_FILE) == manifest["onnx"]["sha256"]
+    assert json.loads((folder / artifacts.MANIFEST_FILE).read_text()) == manifest

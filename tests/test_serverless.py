@@ -34,8 +34,8 @@ from PIL import Image
 from stand_ins import serve_http
 
 from lab_code import urlfetch
-from lab_code.artifacts import bundled_model_path, model_version
-from lab_code.recognizer import TextRecognizer
+from lab_code.artifacts import bundled_onnx_path, model_version
+from lab_code.recognizer import OnnxRecognizer, Recognizer, TextRecognizer
 from lab_code.serving import serverless
 from lab_code.serving.lambda_adapter import make_handler
 from lab_code.serving.limits import MAX_BODY_BYTES
@@ -156,11 +156,11 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def recognizer() -> TextRecognizer:
-    """The backend's own TextRecognizer (bundled model, already warm): its `predict` is what every
-    answer must match."""
+def recognizer() -> Recognizer:
+    """The backend's own recognizer (the bundled ONNX file on onnxruntime, already warm): its
+    `predict` is what every answer must match."""
     loaded = backend().recognizer
-    assert isinstance(loaded, TextRecognizer) and loaded.model_path == bundled_model_path()
+    assert isinstance(loaded, OnnxRecognizer) and loaded.model_path == bundled_onnx_path()
     return loaded
 
 
@@ -375,8 +375,10 @@ def test_the_model_is_loaded_once_not_per_request(monkeypatch):
     def no_loading(*args, **kwargs):
         raise AssertionError("a request loaded the model")
 
-    monkeypatch.setattr(TextRecognizer, "__init__", no_loading)
+    for runtime in (TextRecognizer, OnnxRecognizer):
+        monkeypatch.setattr(runtime, "__init__", no_loading)
     monkeypatch.setattr("lab_code.recognizer.load_torchscript", no_loading)
+    monkeypatch.setattr("lab_code.recognizer.load_onnx", no_loading)
     for _ in range(2):
         assert handler({"image": b64(LINE)}, None)["statusCode"] == 200
     assert backend().app.state.worker().recognizer is loaded
@@ -416,9 +418,11 @@ def test_importing_the_backend_library_changes_nothing_in_the_process():
 
 def test_the_lambda_entry_module_loads_the_model_at_import_and_not_the_ui():
     code = (
-        "import json, sys, torch\n"
+        "import json, os, sys\n"
         "from lab_code.serving import lambda_function\n"
-        "assert torch.get_num_threads() == 1, torch.get_num_threads()  # unless OMP_NUM_THREADS\n"
+        "assert lambda_function.RECOGNIZER.runtime == 'onnx'  # the bundled ONNX file\n"
+        "assert 'torch' not in sys.modules  # so no torch at all in the init phase\n"
+        "assert os.environ['OMP_NUM_THREADS'] == os.environ['OPENBLAS_NUM_THREADS'] == '1'\n"
         "assert lambda_function.app.state.worker() is not None  # loaded in the init phase\n"
         f"ev = json.load(open({str(FIXTURES / 'post_image.json')!r}))\n"
         "assert lambda_function.handler(ev, None)['statusCode'] == 200\n"
@@ -426,7 +430,8 @@ def test_the_lambda_entry_module_loads_the_model_at_import_and_not_the_ui():
         "       or m in ('gradio', 'matplotlib', 'uvicorn')]\n"
         "assert not bad, bad\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MODEL_PATH")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr

@@ -76,3 +76,29 @@ def test_limit_children_sets_only_what_is_unset():
 def test_per_thread_refuses_zero():
     with pytest.raises(ValueError, match="at least 1"):
         threads.PerThread(0)
+
+
+@needs_cores
+@pytest.mark.slow
+def test_the_lessons_demonstration_shows_the_trap_and_the_fix(tmp_path):
+    """lab_code.measuring.thread_trap, as lesson 07 runs it: the same text every way; the model
+    called on a worker thread without a count starts threads, with one (or on onnxruntime) none.
+    Timing is the lesson's to show, not this test's to assert (a shared machine)."""
+    # Every OpenMP setting goes: a test that loaded libtesseract in this process set
+    # OMP_THREAD_LIMIT=1, which the demonstration would inherit and which forbids the trap's team.
+    env = {k: v for k, v in os.environ.items()
+           if k not in threads.THREAD_VARIABLES and not k.startswith(("OMP_", "GOMP_", "KMP_"))}
+    out = tmp_path / "trap.json"
+    done = subprocess.run([sys.executable, "-m", "lab_code.measuring", "thread_trap",
+                           "--calls", "3", "--rounds", "1", "--json", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    settings = {s["label"].split(" (")[0]: s for s in result["settings"]}
+    assert result["date"] and len(result["load_before"]) == len(result["load_after"]) == 3
+    assert settings["TorchScript, threads=None"]["new_threads"] >= 1
+    assert settings["TorchScript, threads=1"]["new_threads"] == 0
+    assert settings["ONNX Runtime, threads=1"]["new_threads"] == 0
+    assert len({s["text"] for s in settings.values()}) == 1
+    assert all(s["quiet_ms"] > 0 and s["busy_ms"] > 0 for s in settings.values())
+    assert "busy/quiet" in done.stdout.splitlines()[0]

@@ -1,8 +1,9 @@
 """The explainer's command line: a table of the steps with their explanations, which of them a
-change rebuilds, and hadolint's findings.
+change rebuilds, hadolint's findings, and an estimate of the image's size.
 
     python -m lab_code.dockerfile docker/frontend.Dockerfile --lint \
         --changed lab_code/serving/app.py
+    python -m lab_code.dockerfile docker/lambda.Dockerfile --size
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "rebuild")
     parser.add_argument("--lint", action="store_true",
                         help="also run hadolint; exit 1 when it reports an error")
+    parser.add_argument("--size", action="store_true",
+                        help="also estimate the size of what the image installs and copies "
+                             "(from this environment's installed distributions; "
+                             "lab_code.dockerfile.size says how)")
     return parser
 
 
@@ -85,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         ignore = DockerIgnore.for_build(args.context, args.dockerfile)
         plan = rebuild_plan(steps, args.changed, args.context, ignore)
     print(table(steps, plan))
+    if args.size:
+        from lab_code.dockerfile.size import estimate
+
+        print()
+        print(estimate(steps, args.context).summary())
     if not args.lint:
         return 0
     try:

@@ -1,9 +1,10 @@
-"""Lesson 07's service benchmark: the same load (lab_code.measuring.loadgen) against several ways
-of serving the recognizer, started one after another on this machine in one run, and one line
-read end to end in-process before and after; `plot` draws the committed results for the notebook.
+"""Lesson 07's service benchmark: the same load (lab_code.measuring.loadgen, or wrk) against
+several ways of serving the recognizer, started one after another on this machine in one run,
+quiet and beside a CPU hog (one busy process per core: a "busy machine"), and one line read end
+to end in-process before and after; `plot` draws the committed results for the notebook.
 
     python -m lab_code.measuring service_benchmark --out profiling/results/fast_and_cheap \
-        --baseline 3be4c02
+        --baseline af7e0ad --client wrk
 
 `--baseline REF` serves a git commit's lab_code (e.g. the last one before lesson 07's changes)
 next to this checkout's, with this checkout's model in both, so the ratios compare two serving
@@ -27,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab_code.artifacts import bundled_model_path, model_version
-from lab_code.measuring import loadgen
+from lab_code.artifacts import bundled_model_path, bundled_onnx_path, model_version
+from lab_code.measuring import hog, loadgen
 from lab_code.serving.ports import free_port
 from lab_code.serving.processes import start_background, stop_background
 from lab_code.serving.runner import wait_for_workers
@@ -49,19 +50,27 @@ class Config:
     cpus: frozenset[int] | None = None  # pin to these cores (a smaller machine)
     source: str = "this"  # "this" checkout or "baseline"
     repeat_images: int = 0  # send only this many distinct images (to show the cache); 0: all
+    busy: bool = False  # measured beside one busy process per core (lab_code.measuring.hog)
 
 
 SERVICE = ("lab_code.serving", "serverless", "--port", "PORT")
+TORCHSCRIPT = (*SERVICE, "--runtime", "torchscript")
+ONNX = (*SERVICE, "--runtime", "onnx")
 BATCHING = ("lab_code.serving", "batching", "--port", "PORT")
 BASELINE_SERVICE = ("lab_code.serverless", "--port", "PORT")  # the baseline commit's own layout
+SHIPPED = (*SERVICE, "--workers", "2")  # what lesson 07 ships: the ONNX file, one worker a core
 CONFIGS = {
     "before": Config("main before lesson 07 (1 process)", BASELINE_SERVICE, source="baseline"),
-    "unoptimized": Config("1 worker, model as saved", (*SERVICE, "--workers", "1",
-                                                        "--no-optimize")),
-    "frozen": Config("1 worker, frozen + widths of 64", (*SERVICE, "--workers", "1")),
-    "threads": Config("1 worker, 2 torch threads", (*SERVICE, "--workers", "1"),
+    "unoptimized": Config("1 worker, TorchScript as saved", (*TORCHSCRIPT, "--workers", "1",
+                                                             "--no-optimize")),
+    "frozen": Config("1 worker, TorchScript frozen + widths of 64",
+                     (*TORCHSCRIPT, "--workers", "1")),
+    "onnx": Config("1 worker, ONNX Runtime", (*ONNX, "--workers", "1")),
+    "threads": Config("1 worker, 2 threads (ONNX Runtime)", (*ONNX, "--workers", "1"),
                       env={"OMP_NUM_THREADS": "2"}),
-    "workers": Config("2 workers (shipped)", (*SERVICE, "--workers", "2")),
+    "workers_torchscript": Config("2 workers, TorchScript frozen", (*TORCHSCRIPT, "--workers",
+                                                                    "2")),
+    "workers": Config("2 workers, ONNX Runtime (shipped)", SHIPPED),
     "litserve": Config("LitServe, batches of up to 16, 5 ms wait",
                        (*BATCHING, "--max-batch-size", "16", "--batch-timeout", "0.005"),
                        path="/predict"),
@@ -77,9 +86,44 @@ CONFIGS = {
                           cpus=frozenset({0})),
     "one_core_2t": Config("one core: 1 worker, 2 threads", (*SERVICE, "--workers", "1"),
                           env={"OMP_NUM_THREADS": "2"}, cpus=frozenset({0})),
+    # a busy machine: the same, beside one busy process per core
+    "before_busy": Config("busy: main before lesson 07", BASELINE_SERVICE, source="baseline",
+                          busy=True),
+    "workers_torchscript_busy": Config("busy: 2 workers, TorchScript frozen",
+                                       (*TORCHSCRIPT, "--workers", "2"), busy=True),
+    "workers_busy": Config("busy: 2 workers, ONNX Runtime (shipped)", SHIPPED, busy=True),
+    "litserve_2w_busy": Config("busy: LitServe, 2 workers, batches of up to 16",
+                               (*BATCHING, "--max-batch-size", "16", "--batch-timeout", "0.005",
+                                "--workers", "2"), path="/predict", busy=True),
+    # the thread fix, checked: a commit's own service with 2 workers (--baseline: one from before
+    # the fix) against this checkout's, on a mix of lines and on one repeated line (one shape)
+    "before_workers": Config("baseline commit, 2 workers", (*BASELINE_SERVICE, "--workers", "2"),
+                             source="baseline"),
+    "before_workers_busy": Config("busy: baseline commit, 2 workers",
+                                  (*BASELINE_SERVICE, "--workers", "2"), source="baseline",
+                                  busy=True),
+    "before_workers_one": Config("baseline commit, 2 workers, one line repeated",
+                                 (*BASELINE_SERVICE, "--workers", "2"), source="baseline",
+                                 repeat_images=1),
+    "before_workers_one_busy": Config("busy: baseline commit, 2 workers, one line repeated",
+                                      (*BASELINE_SERVICE, "--workers", "2"), source="baseline",
+                                      repeat_images=1, busy=True),
+    "workers_torchscript_one": Config("2 workers, TorchScript frozen, one line repeated",
+                                      (*TORCHSCRIPT, "--workers", "2"), repeat_images=1),
+    "workers_torchscript_one_busy": Config("busy: 2 workers, TorchScript frozen, one line repeated",
+                                           (*TORCHSCRIPT, "--workers", "2"), repeat_images=1,
+                                           busy=True),
+    "workers_one": Config("2 workers, ONNX Runtime, one line repeated", SHIPPED,
+                          repeat_images=1),
+    "workers_one_busy": Config("busy: 2 workers, ONNX Runtime, one line repeated", SHIPPED,
+                               repeat_images=1, busy=True),
 }
-DEFAULT_CONFIGS = ("before", "unoptimized", "frozen", "threads", "workers", "litserve",
-                   "litserve_nobatch", "litserve_2w", "cache", "one_core_1t", "one_core_2t")
+DEFAULT_CONFIGS = ("before", "unoptimized", "frozen", "onnx", "threads", "workers_torchscript",
+                   "workers", "litserve", "litserve_nobatch", "litserve_2w", "cache",
+                   "one_core_1t", "one_core_2t", "before_busy", "workers_torchscript_busy",
+                   "workers_busy", "litserve_2w_busy")
+CLIENTS = ("loadgen", "wrk")  # the Python load generator, or wrk (C: barely uses the CPU)
+HOG_SLACK_S = 15.0  # a hog outlives its load by at most this, if nobody stops it
 
 
 def extract_baseline(ref: str, into: Path) -> Path:
@@ -91,6 +135,7 @@ def extract_baseline(ref: str, into: Path) -> Path:
     except (OSError, subprocess.CalledProcessError) as err:
         raise ValueError(f"Cannot read commit {ref!r} of {ROOT}: run from a git clone and pass a "
                          "commit that exists.") from err
+    into.mkdir(parents=True, exist_ok=True)
     tar_path = into / "baseline.tar"
     tar_path.write_bytes(archive)
     with tarfile.open(tar_path) as tar:
@@ -100,9 +145,23 @@ def extract_baseline(ref: str, into: Path) -> Path:
     return into / "src"
 
 
+def load_once(client: str, url: str, bodies: list[bytes], clients: int, duration_s: float,
+              warmup_s: float, busy: bool) -> loadgen.LoadResult:
+    """One load run with `client` (loadgen or wrk), beside a CPU hog when `busy`."""
+    from lab_code.measuring import wrk
+
+    run = wrk.run_wrk if client == "wrk" else loadgen.run_load
+    if not busy:
+        return run(url, bodies, clients, duration_s, warmup_s)
+    with hog.cpu_hog(warmup_s + duration_s + HOG_SLACK_S):
+        return run(url, bodies, clients, duration_s, warmup_s)
+
+
 def serve_and_load(config: Config, clients: list[int], bodies: list[bytes], duration_s: float,
-                   warmup_s: float, log_dir: Path, baseline: Path | None) -> dict[str, Any]:
-    """Start `config`'s server, load it with each client count in turn, stop it."""
+                   warmup_s: float, log_dir: Path, baseline: Path | None,
+                   client: str = "loadgen") -> dict[str, Any]:
+    """Start `config`'s server, load it with each client count in turn (beside a hog when the
+    config is busy), stop it."""
     port = free_port()
     args = [a.replace("PORT", str(port)) for a in config.args]
     env, cwd = dict(config.env), None
@@ -128,7 +187,7 @@ def serve_and_load(config: Config, clients: list[int], bodies: list[bytes], dura
         sent = bodies[: config.repeat_images] if config.repeat_images else bodies
         runs = []
         for n in clients:
-            result = loadgen.run_load(url, sent, n, duration_s, warmup_s)
+            result = load_once(client, url, sent, n, duration_s, warmup_s, config.busy)
             print(f"  {config.label}: {result.summary()}", flush=True)
             runs.append(result.to_dict())
         return {"runs": runs}
@@ -142,12 +201,16 @@ def workers_of(args: list[str]) -> int:
 
 END_TO_END = """
 import json, statistics, sys, time
-import torch
-torch.set_num_threads(1)
 from PIL import Image
-from lab_code.recognizer import TextRecognizer
-paths, passes = json.loads(sys.argv[1]), int(sys.argv[2])
-recognizer = TextRecognizer()
+paths, passes, runtime = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if runtime == "torchscript":  # TextRecognizer: the frozen TorchScript model, one torch thread
+    import torch
+    torch.set_num_threads(1)
+    from lab_code.recognizer import TextRecognizer
+    recognizer = TextRecognizer()
+else:  # what the services ship: the bundled ONNX file on onnxruntime, one thread
+    from lab_code.recognizer import load
+    recognizer = load(threads=1)
 images = [Image.open(p).convert("RGB") for p in paths]
 recognizer.predict(images[0])
 ms, texts = [], []
@@ -170,32 +233,44 @@ def code_shown(path: str, root: Path, source: str) -> str:
         return f"{path} (not the {source} checkout!)"
 
 
-def read_in_process(src: Path | None, paths: list[Path], passes: int) -> dict[str, Any]:
+def read_in_process(src: Path | None, paths: list[Path], passes: int,
+                    runtime: str = "torchscript") -> dict[str, Any]:
     """Read `paths` one image at a time, `passes` times, in a fresh process that imports the
-    lab_code of `src` (None: this checkout), on one torch thread: {"p50_ms", "mean_ms", "texts"
-    (one per image), "code" (the recognizer's file it imported)}."""
+    lab_code of `src` (None: this checkout), on one thread, with `runtime` ("torchscript":
+    TextRecognizer; "shipped": what lab_code.recognizer.load picks, the ONNX file): {"p50_ms",
+    "mean_ms", "texts" (one per image), "code" (the recognizer's file it imported)}."""
     env = {**os.environ, "PYTHONPATH": str(src or ROOT)}
+    env.pop("MODEL_PATH", None)
     done = subprocess.run([sys.executable, "-c", END_TO_END,
-                           json.dumps([str(p) for p in paths]), str(passes)],
+                           json.dumps([str(p) for p in paths]), str(passes), runtime],
                           capture_output=True, text=True, env=env, timeout=900,
                           check=True, cwd=src or ROOT)  # `-c` looks in cwd first
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def end_to_end(sources: dict[str, Path | None], paths: list[Path], passes: int,
+def end_to_end(sources: dict[str, tuple[Path | None, str]], paths: list[Path], passes: int,
                rounds: int) -> dict[str, Any]:
-    """One image at a time, image in and text out, in a fresh process per source and round
-    (taken in turns): p50 milliseconds, and whether every source reads the same text."""
+    """One image at a time, image in and text out, in a fresh process per source (its lab_code
+    and runtime) and round, taken in turns: p50 milliseconds; how many images each source reads
+    differently from the first ("read_differently"); and, between "this" and "before" (when
+    both ran), "images_read_differently" and "same_text"."""
     out: dict[str, Any] = {name: {"p50_ms": [], "mean_ms": []} for name in sources}
     texts: dict[str, list[str]] = {}
-    for _ in range(rounds):
-        for name, src in sources.items():
-            record = read_in_process(src, paths, passes)
+    for number in range(rounds):
+        for name in sources if number % 2 == 0 else reversed(sources):
+            src, runtime = sources[name]
+            record = read_in_process(src, paths, passes, runtime)
             out[name]["p50_ms"].append(round(record["p50_ms"], 3))
             out[name]["mean_ms"].append(round(record["mean_ms"], 3))
+            out[name]["runtime"] = runtime
             texts[name] = record["texts"]
             out[name]["code"] = code_shown(record["code"], src or ROOT, name)
-    differ = sum(len(set(read)) > 1 for read in zip(*texts.values(), strict=True))
+    first = next(iter(sources))
+    for name in sources:
+        out[name]["read_differently"] = sum(
+            a != b for a, b in zip(texts[name], texts[first], strict=True))
+    pair = [texts[n] for n in ("this", "before") if n in texts]
+    differ = sum(len(set(read)) > 1 for read in zip(*pair, strict=True)) if pair else 0
     return {"images": len(paths), "passes": passes, "rounds": rounds, "per_source": out,
             "same_text": differ == 0, "images_read_differently": differ}
 
@@ -227,6 +302,26 @@ def merge_rounds(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"runs": merged, "rounds": [r["runs"] for r in records if "runs" in r]}
 
 
+def is_busy(name: str) -> bool:
+    return name.endswith("_busy")
+
+
+def busy_to_quiet(results: dict[str, Any]) -> dict[str, Any]:
+    """Throughput beside the hog over throughput without, per config measured both ways and
+    client count: the share of its quiet figure a busy machine leaves it."""
+    configs = results["configs"]
+    out: dict[str, Any] = {}
+    for name, record in configs.items():
+        quiet = configs.get(name.removesuffix("_busy"), {}).get("runs")
+        if not is_busy(name) or not quiet or not record.get("runs"):
+            continue
+        out[name.removesuffix("_busy")] = {
+            str(b["clients"]): round(b["throughput_per_s"] / q["throughput_per_s"], 3)
+            if q["throughput_per_s"] else None
+            for b, q in zip(record["runs"], quiet, strict=True)}
+    return out
+
+
 def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in
@@ -241,14 +336,15 @@ def machine() -> dict[str, Any]:
 
 
 def ratios(results: dict[str, Any], base: str = "before") -> dict[str, Any]:
-    """Throughput and p95 of each config relative to `base`, per client count."""
+    """Throughput and p95 of each config relative to `base`, per client count: quiet configs
+    against a quiet base, busy ones against a busy base."""
     ref = results["configs"].get(base, {}).get("runs")
     out: dict[str, Any] = {}
     if not ref:
         return out
     for name, record in results["configs"].items():
         runs = record.get("runs")
-        if not runs or name == base:
+        if not runs or name == base or is_busy(name) != is_busy(base):
             continue
         out[name] = {str(r["clients"]): {
             "throughput": round(r["throughput_per_s"] / b["throughput_per_s"], 3)
@@ -269,10 +365,13 @@ def plot(results: dict[str, Any], configs: tuple[str, ...] | None = None):
         if not runs or (configs and name not in configs):
             continue
         clients = [r["clients"] for r in runs]
-        style = {"linewidth": 2.5} if name in ("before", "workers") else {"alpha": 0.8}
-        ax_t.plot(clients, [r["throughput_per_s"] for r in runs], "o-", label=CONFIGS[name].label
-                  if name in CONFIGS else name, **style)
-        ax_l.plot(clients, [r["latency_ms"].get("p95", float("nan")) for r in runs], "o-",
+        style = {"linewidth": 2.5} if name.removesuffix("_busy") in ("before", "workers") \
+            else {"alpha": 0.8}
+        if is_busy(name):  # beside the CPU hog: dashed
+            style["linestyle"] = "--"
+        ax_t.plot(clients, [r["throughput_per_s"] for r in runs], marker="o",
+                  label=CONFIGS[name].label if name in CONFIGS else name, **style)
+        ax_l.plot(clients, [r["latency_ms"].get("p95", float("nan")) for r in runs], marker="o",
                   **style)
     for ax, title in ((ax_t, "answers per second (200s)"), (ax_l, "p95 latency (ms)")):
         ax.set_xscale("log", base=2)
@@ -307,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"which ways of serving (default: all of {' '.join(DEFAULT_CONFIGS)})")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64, 256], metavar="N",
                         help="concurrent clients (default: 1 16 64 256)")
+    parser.add_argument("--client", choices=CLIENTS, default="loadgen",
+                        help="what sends the load: loadgen (Python, with Server-Timing stages) "
+                             "or wrk (C, needs the wrk command) (default: loadgen)")
     parser.add_argument("--duration", type=float, default=6.0, metavar="SECONDS",
                         help="measured seconds per client count (default: 6)")
     parser.add_argument("--warmup", type=float, default=1.5, metavar="SECONDS",
@@ -314,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=2, metavar="N",
                         help="times every config is run, in alternating order; figures are "
                              "their means (default: 2)")
+    parser.add_argument("--end-to-end-baseline", default=None, metavar="REF",
+                        help="a git commit whose frozen TorchScript path is read end to end "
+                             "beside this checkout's (default: the --baseline commit)")
     parser.add_argument("--end-to-end-passes", type=int, default=2, metavar="N",
                         help="passes over the screenshot lines, one image at a time, for the "
                              "in-process end-to-end time (0: skip; default: 2)")
@@ -330,8 +435,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory() as tmp:
+        e2e_ref = args.end_to_end_baseline or args.baseline
         try:
             baseline = extract_baseline(args.baseline, Path(tmp)) if args.baseline else None
+            e2e_base = baseline if e2e_ref == args.baseline else extract_baseline(
+                e2e_ref, Path(tmp) / "e2e")
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
@@ -340,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                        + " ".join(argv or sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "baseline": args.baseline, "model_version": model_version(bundled_model_path()),
+            "onnx_model_version": model_version(bundled_onnx_path())
+            if bundled_onnx_path().is_file() else None, "client": args.client,
             "machine": machine(),
             "load_before": os.getloadavg(), "requests": "the real-world set's 120 screenshot "
             "lines, each client sending them in turn", "duration_s": args.duration,
@@ -351,17 +461,22 @@ def main(argv: list[str] | None = None) -> int:
                 config = CONFIGS[name]
                 print(f"{name} (round {number + 1}): {config.label}", flush=True)
                 rounds[name].append(serve_and_load(config, args.clients, bodies, args.duration,
-                                                   args.warmup, Path(tmp), baseline))
+                                                   args.warmup, Path(tmp), baseline,
+                                                   args.client))
                 if "skipped" in rounds[name][-1]:
                     print(f"  skipped: {rounds[name][-1]['skipped']}", flush=True)
         for name in args.configs:
             results["configs"][name] = {"label": CONFIGS[name].label, **merge_rounds(rounds[name])}
         if args.end_to_end_passes > 0:
-            sources = {"this": None, **({"before": baseline} if baseline else {})}
+            sources = {"this": (None, "shipped"), "this_torchscript": (None, "torchscript"),
+                       **({"before": (e2e_base, "torchscript")} if e2e_base else {})}
             paths = sorted((REALWORLD / "screenshot").glob("*.png"))
             results["end_to_end"] = end_to_end(sources, paths, args.end_to_end_passes, rounds=2)
+            results["end_to_end"]["baseline"] = e2e_ref
             print("end to end:", json.dumps(results["end_to_end"]["per_source"]), flush=True)
     results["ratios_to_before"] = ratios(results)
+    results["ratios_to_before_busy"] = ratios(results, "before_busy")
+    results["busy_to_quiet"] = busy_to_quiet(results)
     results["load_after"] = os.getloadavg()
     results["wall_s"] = round(time.time() - started, 1)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -46,7 +46,6 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,8 +55,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lab_code import urlfetch
-from lab_code.artifacts import bundled_model_path, model_version
-from lab_code.recognizer import TextRecognizer, page_text
+from lab_code.artifacts import model_version
+from lab_code.recognizer import Recognizer, model_file, page_text
 from lab_code.serving import connections, serverless
 from lab_code.serving.errors import ApiError, error_response, validation_message
 from lab_code.serving.guard import RequestGuard
@@ -116,7 +115,7 @@ def decode(request: PredictRequest, limits: ServiceLimits) -> Job:
     return job
 
 
-def recognize(recognizer: TextRecognizer, jobs: list[Job]) -> list[Job]:
+def recognize(recognizer: Recognizer, jobs: list[Job]) -> list[Job]:
     """Every line of every job through ONE predict_lines call (that is the batching), the texts
     handed back to their jobs in order."""
     flat = [line for job in jobs for line in job.lines]
@@ -259,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m lab_code.serving batching",
         description="Serve the recognizer with LitServe, which batches requests on the server: "
                     f"POST {EXAMPLE} to http://HOST:PORT{API_PATH}.",
-        epilog=f"Environment: {serverless.MODEL_ENV} = a TorchScript model file to serve "
+        epilog=f"Environment: {serverless.MODEL_ENV} = a model file to serve, .onnx or .pt "
                "(default: bundled). Needs LitServe: pip install litserve.",
     )
     parser.add_argument("--host", default="127.0.0.1", choices=HOSTS,
@@ -319,10 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     if port_in_use(args.host, args.port):
         print(f"error: {in_use_message(args.host, args.port)}", file=sys.stderr)
         return 1
-    model_path = Path(os.environ.get(serverless.MODEL_ENV) or bundled_model_path())
+    # the bundled ONNX file when onnxruntime is here, else TorchScript: what the service serves
+    model_path = model_file(os.environ.get(serverless.MODEL_ENV) or None)
     if not model_path.is_file():
         print(f"error: No model file at {model_path}: run `make model` or set "
-              f"{serverless.MODEL_ENV} to a .pt TorchScript file.", file=sys.stderr)
+              f"{serverless.MODEL_ENV} to a .onnx or .pt model file.", file=sys.stderr)
         return 1
     os.environ[serverless.MODEL_ENV] = str(model_path)  # the spawned workers inherit it
     limit_children(serving_threads())  # and load torch, OpenMP, OpenBLAS with one thread each

@@ -4,15 +4,19 @@ docker/lambda.Dockerfile.
 Importing it loads the model, warms it up and builds the app: in Lambda that is the init phase of
 a cold start, which is meant for it, so warm requests reuse the loaded model. Everything else
 (the app, its limits, Mangum) lives in lab_code.serving.serverless, which does nothing at import.
+The model is the bundled ONNX file, run by onnxruntime: the image holds no torch, and its init
+imports none (lesson 07 measures what that saves); $MODEL_PATH may name another .onnx or .pt.
 """
 
 from __future__ import annotations
 
 from lab_code.threads import limit_children
 
-# This module is the process's entry point, not a library: before torch and numpy load, one
-# thread each for OpenMP and OpenBLAS (unless the function's environment says otherwise). The
-# model runs on Mangum's helper thread, which load_recognizer's per-thread setting covers too.
+# This module is the process's entry point, not a library: before numpy (and torch, if a .pt is
+# served) load, one thread each for OpenMP and OpenBLAS (unless the function's environment says
+# otherwise). The model runs on the app's model thread (lab_code.serving.worker), not on this
+# one: onnxruntime's session keeps its one thread whichever thread calls it, and for TorchScript
+# load_recognizer sets torch's count on each thread that calls the model.
 limit_children(1)
 
 from lab_code.serving import serverless  # noqa: E402 - after the thread settings, on purpose

@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,8 +30,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from lab_code import images, preprocess, urlfetch
-from lab_code.artifacts import bundled_model_path, model_version
-from lab_code.recognizer import TextRecognizer, page_text
+from lab_code.artifacts import model_version
+from lab_code.recognizer import RUNTIMES, Recognizer, load, model_file, page_text
 from lab_code.serving import decoding, runner
 from lab_code.serving.cache import ResultCache
 from lab_code.serving.errors import ApiError, add_error_handlers
@@ -45,21 +44,22 @@ from lab_code.serving.worker import DeadlinePassed, ModelWorker
 from lab_code.threads import limit_children, serving_threads
 from lab_code.timings import server_timing, stage
 
-MODEL_ENV = "MODEL_PATH"  # environment variable: a TorchScript file to serve instead of the bundled
+MODEL_ENV = "MODEL_PATH"  # environment variable: a model file (.onnx or .pt) to serve instead
 
 
 def load_recognizer(model_path: str | os.PathLike | None = None,
-                    optimize: bool = True) -> TextRecognizer:
-    """The recognizer to serve: `model_path`, else $MODEL_PATH, else the bundled model; frozen
-    for the CPU at load unless `optimize` is false. Each model call runs on one torch thread
-    (or $OMP_NUM_THREADS), on whichever thread calls it: lab_code.threads says why."""
-    return TextRecognizer(model_path or os.environ.get(MODEL_ENV) or None, optimize=optimize,
-                          threads=serving_threads())
+                    optimize: bool = True, runtime: str = "auto") -> Recognizer:
+    """The recognizer to serve: `model_path`, else $MODEL_PATH, else the bundled model (its ONNX
+    file with onnxruntime when there, no torch needed; else TorchScript, frozen for the CPU at
+    load unless `optimize` is false: lab_code.recognizer.load). Each model call runs on one
+    thread (or $OMP_NUM_THREADS), on whichever thread calls it: lab_code.threads says why."""
+    return load(model_path or os.environ.get(MODEL_ENV) or None, runtime, optimize=optimize,
+                threads=serving_threads())
 
 
-def warm_up(recognizer: TextRecognizer) -> None:
-    """One pass on a blank line: TorchScript optimizes the graph on its first calls, so a cold
-    start pays for it here rather than in the first request."""
+def warm_up(recognizer: Recognizer) -> None:
+    """One pass on a blank line: TorchScript optimizes the graph on its first calls, and
+    onnxruntime sizes its buffers, so a cold start pays for it here, not the first request."""
     recognizer.predict_lines([np.zeros((preprocess.HEIGHT, 4 * preprocess.HEIGHT), np.float32)])
 
 
@@ -108,12 +108,13 @@ def request_lines(source: bytes | str, name: str, limits: ServiceLimits,
         raise ApiError(err.status, str(err)) from err
 
 
-def create_app(recognizer: TextRecognizer | None = None, *,
+def create_app(recognizer: Recognizer | None = None, *,
                model_path: str | os.PathLike | None = None,
-               limits: ServiceLimits | None = None, optimize: bool = True) -> FastAPI:
+               limits: ServiceLimits | None = None, optimize: bool = True,
+               runtime: str = "auto") -> FastAPI:
     """The backend's FastAPI app. Given a recognizer (Lambda, tests) it serves that one; without,
-    its lifespan hook loads `model_path` (else $MODEL_PATH, else the bundled model; frozen for
-    the CPU unless `optimize` is false) at startup and /health answers 503 until it is ready."""
+    its lifespan hook loads `model_path` (else $MODEL_PATH, else the bundled model, in `runtime`:
+    load_recognizer) at startup and /health answers 503 until it is ready."""
     limits = limits or ServiceLimits()
     state: dict[str, Any] = {"worker": ModelWorker(recognizer) if recognizer else None,
                              "cache": None}
@@ -123,11 +124,12 @@ def create_app(recognizer: TextRecognizer | None = None, *,
     async def lifespan(app: FastAPI):
         decode_pool(limits).start()  # the decoding workers start while the model loads
         if state["worker"] is None:
-            loaded = await run_in_threadpool(load_recognizer, model_path, optimize)
+            loaded = await run_in_threadpool(load_recognizer, model_path, optimize, runtime)
             await run_in_threadpool(warm_up, loaded)
             await run_in_threadpool(decode_pool(limits).wait_ready)
             state["worker"] = ModelWorker(loaded)
-            log_request(event="ready", pid=os.getpid(), model_version=state["worker"].version)
+            log_request(event="ready", pid=os.getpid(), model_version=state["worker"].version,
+                        runtime=loaded.runtime)
         if limits.cache_entries > 0:
             state["cache"] = ResultCache(limits.cache_entries, state["worker"].version)
         try:
@@ -252,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m lab_code.serving serverless",
         description="Serve the Lambda backend's FastAPI app over HTTP with uvicorn, so it can be "
                     f"called like a Function URL: POST {EXAMPLE} to http://HOST:PORT/.",
-        epilog=f"Environment: {MODEL_ENV} = a TorchScript model file to serve (default: bundled); "
+        epilog=f"Environment: {MODEL_ENV} = a model file to serve, .onnx or .pt (default: "
+               "bundled); "
                f"{urlfetch.ALLOW_PRIVATE_ENV}=1 = the same as {urlfetch.ALLOW_PRIVATE_FLAG}.",
     )
     parser.add_argument("--host", default="127.0.0.1",
@@ -280,9 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the texts of the last N distinct images per worker and answer "
                              "a repeat without the model (default: 0, off; see ResultCache for "
                              "when it is safe)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="which bundled file to serve: onnx (onnxruntime, no torch), "
+                             "torchscript, or auto: onnx when it is there and onnxruntime is "
+                             f"installed (default: auto; {MODEL_ENV} overrides it)")
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
-                        help="run the model as its file holds it, not frozen for the CPU at load "
-                             "(lesson 07 compares the two)")
+                        help="TorchScript only: run the model as its file holds it, not frozen "
+                             "for the CPU at load (lesson 07 compares the two)")
     return parser
 
 
@@ -306,8 +313,9 @@ def app_from_environment() -> FastAPI:
     policy = urlfetch.UrlPolicy(allow_private=True if config.pop("allow_private", False) else None)
     optimize = bool(config.pop("optimize", True))
     hosts = tuple(config.pop("allowed_hosts", ()))
+    runtime = config.pop("runtime", "auto")
     return create_app(limits=replace(ServiceLimits(), url_policy=policy, allowed_hosts=hosts,
-                                     **config), optimize=optimize)
+                                     **config), optimize=optimize, runtime=runtime)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,10 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     if port_in_use(args.host, args.port):
         print(f"error: {in_use_message(args.host, args.port)}", file=sys.stderr)
         return 1
-    model_path = Path(os.environ.get(MODEL_ENV) or bundled_model_path())
+    model_path = model_file(os.environ.get(MODEL_ENV) or None, args.runtime)
     if not model_path.is_file():
         print(f"error: No model file at {model_path}: run `make model` or set {MODEL_ENV} to a "
-              ".pt TorchScript file.", file=sys.stderr)
+              ".onnx or .pt model file.", file=sys.stderr)
         return 1
     if args.workers < 1 or args.cache < 0 or args.max_waiting < 1:
         print("error: --workers and --max-waiting must be at least 1, and --cache at least 0.",
@@ -334,9 +342,11 @@ def main(argv: list[str] | None = None) -> int:
         "deadline_s": args.deadline, "max_waiting": args.max_waiting,
         "cache_entries": args.cache, "allow_private": args.allow_private_urls,
         "allowed_hosts": args.allowed_hosts,
-        "optimize": args.optimize})
+        "optimize": args.optimize, "runtime": args.runtime})
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
-    print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}/ with "
+    runtime = "onnx" if model_path.suffix.lower() == ".onnx" else "torchscript"
+    print(f"Serving model {model_version(model_path)} ({runtime}) on "
+          f"http://{args.host}:{args.port}/ with "
           f"{workers} (POST JSON, GET /health, docs at /docs); Ctrl+C stops it.", flush=True)
     if args.workers > 1 and runner.can_share_port():
         return runner.serve_workers(args.host, args.port, args.workers, APP_FACTORY,

@@ -9,7 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from lab_code.artifacts import model_version
-from lab_code.recognizer import TextRecognizer
+from lab_code.recognizer import Recognizer
 from lab_code.timings import stage
 
 
@@ -18,11 +18,13 @@ class DeadlinePassed(Exception):
 
 
 class ModelWorker:
-    """Every forward pass runs on one thread, one at a time: torch already uses the cores for one
-    pass, and a single thread keeps a single pool of torch's worker threads. A job whose request
-    has given up (deadline passed) is skipped; `stuck_for` says how long the current pass runs."""
+    """Every forward pass runs on one thread, one at a time, so a worker process never runs two
+    passes that fight over its core (a server runs one process per core instead). The model's
+    own thread count is set where the model runs (lab_code.recognizer: torch's on this thread,
+    onnxruntime's in its session). A job whose request has given up (deadline passed) is
+    skipped; `stuck_for` says how long the current pass runs."""
 
-    def __init__(self, recognizer: TextRecognizer) -> None:
+    def __init__(self, recognizer: Recognizer) -> None:
         self.recognizer = recognizer
         self.version = model_version(recognizer.model_path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
