@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,12 +112,14 @@ def load_image(source: Image.Image | str | os.PathLike, url_policy=None,
 
 def lines_from(source: bytes | str, *, name: str | None = None, limits: WorkLimits = LIMITS,
                url_policy=None, gate: AbstractContextManager | None = None,
-               timings: dict[str, float] | None = None) -> list[np.ndarray]:
+               timings: dict[str, float] | None = None,
+               inspect: Callable[[Image.Image], None] | None = None) -> list[np.ndarray]:
     """The line arrays of an image given as bytes or as an http(s) URL: fetched under the URL
     policy (time "read" in `timings`), decoded ("decode") and split into lines ("lines"), every
     step within `limits`; ImageInputError (with its HTTP status) and one sentence otherwise.
     `gate` is held while decoding and splitting (a server bounds how many images it decodes at
-    once: each can take hundreds of MB); `name` names the input in messages."""
+    once: each can take hundreds of MB); `name` names the input in messages; `inspect`, when
+    given, sees the decoded picture (the service notes its statistics, lesson 08)."""
     if isinstance(source, str):
         name = name or shown(source)
         with stage(timings, "read"):
@@ -124,6 +127,8 @@ def lines_from(source: bytes | str, *, name: str | None = None, limits: WorkLimi
     with gate or nullcontext():
         with stage(timings, "decode"):
             img = open_image_bytes(source, name=name or "the input", limits=limits)
+        if inspect is not None:
+            inspect(img)
         with stage(timings, "lines"):
             return page_lines(img, limits)
 

@@ -36,8 +36,9 @@ class RequestGuard:
     JSON 500 with the request id (never a traceback), adds an x-request-id header, and logs
     status, latency, size and text length."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, watch=None) -> None:
         self.app = app
+        self.watch = watch  # lab_code.serving.watch.Watch: metrics, EMF (None: not watched)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -57,6 +58,8 @@ class RequestGuard:
             await send(message)
 
         size = _declared_length(scope) or 0
+        if self.watch is not None:
+            self.watch.request_started()
         try:
             if size > MAX_BODY_BYTES:  # refused before a byte of the body is read
                 await self._too_large(state, size, scope, receive, send_with_id)
@@ -80,10 +83,13 @@ class RequestGuard:
             if not started:
                 await error_response(500, state["error"])(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - start
             log_request(request_id=rid, method=scope["method"],
                         path=urlfetch.shown(scope["path"]), status=status,
-                        latency_ms=round((time.perf_counter() - start) * 1000, 2), bytes=size,
+                        latency_ms=round(seconds * 1000, 2), bytes=size,
                         text_chars=state.get("text_chars"), error=state.get("error"))
+            if self.watch is not None:
+                self.watch.request_finished(scope["path"], status, seconds, state)
 
     @staticmethod
     async def _too_large(state, size, scope, receive, send) -> None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from lab_code.serving.logs import READY_EVENT
+from lab_code.serving.metrics import mark_dead
 
 MAX_DEFAULT_WORKERS = 4
 
@@ -95,6 +96,7 @@ def serve_workers(host: str, port: int, workers: int, factory: str, settings: di
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+            mark_dead(proc.pid)  # its in-flight and waiting gauges leave the sums
     failed = [p for p in procs if p.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT)]
     if failed and not stopping.is_set():
         print(f"error: worker {failed[0].name} stopped with exit code {failed[0].exitcode}: "

@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,17 @@ from starlette.concurrency import run_in_threadpool
 from lab_code import images, preprocess, urlfetch
 from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.recognizer import TextRecognizer, page_text
-from lab_code.serving import runner
+from lab_code.serving import corrections, metrics, predictions, runner
 from lab_code.serving.cache import ResultCache
 from lab_code.serving.errors import ApiError, add_error_handlers
 from lab_code.serving.guard import RequestGuard
+from lab_code.serving.inputs import image_stats
 from lab_code.serving.lambda_adapter import make_handler  # noqa: F401 - the Lambda entry uses it
 from lab_code.serving.limits import Counter, ServiceLimits
 from lab_code.serving.logs import log_request
 from lab_code.serving.ports import in_use_message, port_in_use
 from lab_code.serving.schemas import ERRORS, EXAMPLE, PredictRequest, PredictResponse
+from lab_code.serving.watch import Watch, WatchConfig
 from lab_code.serving.worker import DeadlinePassed, ModelWorker
 from lab_code.threads import limit_children, serving_threads
 from lab_code.timings import server_timing, stage
@@ -83,22 +85,30 @@ def request_source(req: PredictRequest) -> tuple[bytes | str, str]:
 
 def request_lines(source: bytes | str, name: str, limits: ServiceLimits,
                   gate: threading.Semaphore | None = None,
-                  timings: dict[str, float] | None = None) -> list[np.ndarray]:
+                  timings: dict[str, float] | None = None,
+                  stats: dict[str, float] | None = None) -> list[np.ndarray]:
     """A request's image as line arrays, within the service's limits (images.lines_from, in
-    one call); ApiError with the status and sentence of whatever refused it."""
+    one call); ApiError with the status and sentence of whatever refused it. `stats`, when
+    given, gets the decoded picture's statistics (lab_code.serving.inputs, lesson 08)."""
+    inspect = None if stats is None else lambda img: stats.update(image_stats(img))
     try:
         return images.lines_from(source, name=name, limits=limits.work,
-                                 url_policy=limits.url_policy, gate=gate, timings=timings)
+                                 url_policy=limits.url_policy, gate=gate, timings=timings,
+                                 inspect=inspect)
     except images.ImageInputError as err:
         raise ApiError(err.status, str(err)) from err
 
 
 def create_app(recognizer: TextRecognizer | None = None, *,
                model_path: str | os.PathLike | None = None,
-               limits: ServiceLimits | None = None, optimize: bool = True) -> FastAPI:
+               limits: ServiceLimits | None = None, optimize: bool = True,
+               watch: Watch | None = None) -> FastAPI:
     """The backend's FastAPI app. Given a recognizer (Lambda, tests) it serves that one; without,
     its lifespan hook loads `model_path` (else $MODEL_PATH, else the bundled model; frozen for
-    the CPU unless `optimize` is false) at startup and /health answers 503 until it is ready."""
+    the CPU unless `optimize` is false) at startup and /health answers 503 until it is ready.
+    With a `watch` (lab_code.serving.watch, lesson 08) it counts and times every request, logs
+    every prediction, serves /metrics when Prometheus metrics are on and /corrections when a
+    prediction log is."""
     limits = limits or ServiceLimits()
     state: dict[str, Any] = {"worker": ModelWorker(recognizer) if recognizer else None,
                              "cache": None}
@@ -111,6 +121,8 @@ def create_app(recognizer: TextRecognizer | None = None, *,
             loaded = await run_in_threadpool(load_recognizer, model_path, optimize)
             await run_in_threadpool(warm_up, loaded)
             state["worker"] = ModelWorker(loaded)
+            if watch is not None:
+                watch.ready(state["worker"].version, [r.path for r in app.routes])
             log_request(event="ready", pid=os.getpid(), model_version=state["worker"].version)
         if limits.cache_entries > 0:
             state["cache"] = ResultCache(limits.cache_entries, state["worker"].version)
@@ -118,6 +130,8 @@ def create_app(recognizer: TextRecognizer | None = None, *,
             yield
         finally:
             state["worker"].close()
+            if watch is not None:
+                watch.close()
 
     # strict_content_type=False: a body sent without a Content-Type header (curl --data-binary,
     # which a Function URL then hands over base64-encoded) is still read as JSON.
@@ -127,28 +141,32 @@ def create_app(recognizer: TextRecognizer | None = None, *,
     busy = {"Retry-After": str(limits.retry_after_s)}
 
     def prepare(req: PredictRequest, started: threading.Event, give_fetch,
-                timings: dict[str, float]) -> tuple[list[np.ndarray], str | None, Any]:
+                timings: dict[str, float],
+                stats: dict[str, float]) -> tuple[list[np.ndarray], str | None, Any]:
         """The request's lines, and its cache key and cached (text, lines) when caching (an
         inline image only: what a URL names can change)."""
         started.set()
         try:  # a download's slot comes back when the reading really ends, not at the 504
             with stage(timings, "read"):
                 source, name = request_source(req)
+            if isinstance(source, bytes):
+                stats["bytes"] = len(source)
             cache: ResultCache | None = state["cache"]
             key = cache.key(source) if cache is not None and isinstance(source, bytes) else None
             hit = cache.get(key) if key is not None else None
             if hit is not None:
                 return [], key, hit
-            return request_lines(source, name, limits, decoding, timings), key, None
+            return request_lines(source, name, limits, decoding, timings, stats), key, None
         finally:
             give_fetch()
 
-    @app.post("/", response_model=PredictResponse)
+    @app.post("/", response_model=PredictResponse, response_model_exclude_none=True)
     async def predict(req: PredictRequest, request: Request,
                       response: Response) -> PredictResponse:
         """Read the text in one image."""
         start, deadline = time.perf_counter(), time.monotonic() + limits.deadline_s
         timings: dict[str, float] = {}
+        stats: dict[str, float] = {}
         worker: ModelWorker | None = state["worker"]
         if worker is None:
             raise ApiError(503, "The model is still loading: try again in a few seconds.", busy)
@@ -156,6 +174,8 @@ def create_app(recognizer: TextRecognizer | None = None, *,
             raise ApiError(503, f"The service is busy ({limits.max_waiting} requests waiting): "
                                 f"try again in {limits.retry_after_s} s.", busy)
         started, give_fetch = threading.Event(), lambda: None
+        if watch is not None:
+            watch.waiting(+1)
         try:
             if req.image_url is not None:
                 give_fetch = fetching.slot()
@@ -166,14 +186,14 @@ def create_app(recognizer: TextRecognizer | None = None, *,
                                         f"{limits.retry_after_s} s.", busy)
             try:
                 lines, key, hit = await asyncio.wait_for(
-                    run_in_threadpool(prepare, req, started, give_fetch, timings),
+                    run_in_threadpool(prepare, req, started, give_fetch, timings, stats),
                     deadline - time.monotonic())
-                texts: list[str] = [hit[0]] if hit else []
+                scored: list[tuple[str, float]] = []
                 if lines:
                     job = worker.submit(lines, deadline, timings)
                     try:
-                        texts = await asyncio.wait_for(asyncio.wrap_future(job),
-                                                       max(0.0, deadline - time.monotonic()))
+                        scored = await asyncio.wait_for(asyncio.wrap_future(job),
+                                                        max(0.0, deadline - time.monotonic()))
                     finally:
                         job.cancel()  # still queued: the model never reads it
             except (TimeoutError, DeadlinePassed) as err:
@@ -181,17 +201,27 @@ def create_app(recognizer: TextRecognizer | None = None, *,
                                     "send a smaller image or try again later.") from err
         finally:
             waiting.give()
+            if watch is not None:
+                watch.waiting(-1)
             if not started.is_set():  # the thread never ran: nothing else gives the slot back
                 give_fetch()
-        text, count = page_text(texts), hit[1] if hit else len(lines)
+        text = hit[0] if hit else page_text([t for t, _ in scored])
+        count = hit[1] if hit else len(lines)
         if key is not None and hit is None:
             state["cache"].put(key, text, count)
         request.state.text_chars = len(text)
         latency_ms = (time.perf_counter() - start) * 1000
         response.headers["server-timing"] = server_timing(
             {**timings, "handler": latency_ms}) + (", cache;desc=hit" if hit else "")
+        prediction_id = request.state.request_id
+        if watch is not None:  # a cached answer has no confidence: only the model's are logged
+            watch.prediction(request.scope["state"], prediction_id=prediction_id, source="api",
+                             timings={**timings, "handler": latency_ms}, stats=stats,
+                             scored=scored, chars=len(text))
+        logged = watch is not None and watch.log is not None
         return PredictResponse(text=text, model_version=worker.version, lines=count,
-                               latency_ms=round(latency_ms, 2))
+                               latency_ms=round(latency_ms, 2),
+                               prediction_id=prediction_id if logged else None)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -213,10 +243,26 @@ def create_app(recognizer: TextRecognizer | None = None, *,
             return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
+    if watch is not None and watch.prom is not None:
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            """Prometheus' text format: every worker's counters and histograms, summed."""
+            body, content_type = await run_in_threadpool(watch.exposition)
+            return Response(body, media_type=content_type)
+
+    if watch is not None and watch.log is not None:
+        @app.post("/corrections", response_model=corrections.CorrectionResponse)
+        async def correct(req: corrections.CorrectionRequest) -> corrections.CorrectionResponse:
+            """Store a user's correction of one prediction: its image and the right text, with
+            their consent."""
+            return await run_in_threadpool(corrections.save_request, watch.log, req, limits.work)
     add_error_handlers(app)
-    app.add_middleware(RequestGuard)
+    app.add_middleware(RequestGuard, watch=watch)
     app.state.limits = limits
     app.state.worker = lambda: state["worker"]
+    app.state.watch = watch
+    if watch is not None and state["worker"] is not None:  # Lambda: no lifespan hook runs
+        watch.ready(state["worker"].version, [r.path for r in app.routes])
     return app
 
 
@@ -253,6 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
                         help="run the model as its file holds it, not frozen for the CPU at load "
                              "(lesson 07 compares the two)")
+    watch = parser.add_argument_group("watching it (lesson 08)")
+    watch.add_argument("--watch-db", default=os.environ.get(predictions.DB_ENV)
+                       or str(predictions.default_db()), metavar="PATH_OR_URL",
+                       help="the prediction log: a SQLite file, a postgresql:// URL, or off "
+                            f"(default: ${predictions.DB_ENV}, else "
+                            f"{predictions.default_db().name} in your data folder)")
+    watch.add_argument("--no-metrics", dest="metrics", action="store_false",
+                       help="serve no /metrics (default: Prometheus metrics at /metrics)")
+    watch.add_argument("--drift-profile", default=None, metavar="FILE",
+                       help="the reference profile the drift check compares with (default: the "
+                            "one beside the bundled model; off: no drift figures)")
+    watch.add_argument("--drift-window", type=int, default=None, metavar="N",
+                       help="predictions the drift figures are made of (default: "
+                            "lab_code.serving.drift.WINDOW)")
     return parser
 
 
@@ -267,8 +327,9 @@ def app_from_environment() -> FastAPI:
     config = json.loads(os.environ.get(CONFIG_ENV) or "{}")
     policy = urlfetch.UrlPolicy(allow_private=True if config.pop("allow_private", False) else None)
     optimize = bool(config.pop("optimize", True))
+    watch = config.pop("watch", None)
     return create_app(limits=replace(ServiceLimits(), url_policy=policy, **config),
-                      optimize=optimize)
+                      optimize=optimize, watch=Watch(WatchConfig(**watch)) if watch else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,10 +342,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: No model file at {model_path}: run `make model` or set {MODEL_ENV} to a "
               ".pt TorchScript file.", file=sys.stderr)
         return 1
-    if args.workers < 1 or args.cache < 0 or args.max_waiting < 1:
-        print("error: --workers and --max-waiting must be at least 1, and --cache at least 0.",
-              file=sys.stderr)
+    if args.workers < 1 or args.cache < 0 or args.max_waiting < 1 or \
+            (args.drift_window is not None and args.drift_window < 1):
+        print("error: --workers, --max-waiting and --drift-window must be at least 1, and "
+              "--cache at least 0.", file=sys.stderr)
         return 2
+    watch = WatchConfig(prometheus=args.metrics,
+                        db=None if args.watch_db == predictions.OFF else args.watch_db,
+                        profile=args.drift_profile, drift_window=args.drift_window)
+    try:  # a log that cannot be opened, or a profile that is missing, stops it here, at once
+        Watch(replace(watch, prometheus=False)).close()
+    except (OSError, RuntimeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     import uvicorn
 
     # the worker processes load torch, OpenMP and OpenBLAS with one thread each (or what the
@@ -294,15 +364,24 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[CONFIG_ENV] = json.dumps({
         "deadline_s": args.deadline, "max_waiting": args.max_waiting,
         "cache_entries": args.cache, "allow_private": args.allow_private_urls,
-        "optimize": args.optimize})
+        "optimize": args.optimize, "watch": asdict(watch)})
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
+    extras = ", metrics at /metrics" if args.metrics else ""
+    extras += f", predictions logged to {watch.db}" if watch.db else ""
     print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}/ with "
-          f"{workers} (POST JSON, GET /health, docs at /docs); Ctrl+C stops it.", flush=True)
-    if args.workers > 1 and runner.can_share_port():
-        return runner.serve_workers(args.host, args.port, args.workers, APP_FACTORY,
-                                    UVICORN_SETTINGS)
-    uvicorn.run(APP_FACTORY, factory=True, host=args.host, port=args.port, workers=args.workers,
-                **UVICORN_SETTINGS)
+          f"{workers} (POST JSON, GET /health, docs at /docs{extras}); Ctrl+C stops it.",
+          flush=True)
+    # every worker writes its metrics to files here, and /metrics adds them up
+    metrics_dir = metrics.fresh_multiprocess_dir() if args.metrics else None
+    try:
+        if args.workers > 1 and runner.can_share_port():
+            return runner.serve_workers(args.host, args.port, args.workers, APP_FACTORY,
+                                        UVICORN_SETTINGS)
+        uvicorn.run(APP_FACTORY, factory=True, host=args.host, port=args.port,
+                    workers=args.workers, **UVICORN_SETTINGS)
+    finally:
+        if metrics_dir is not None:
+            metrics.remove_multiprocess_dir(metrics_dir)
     return 0
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from lab_code.artifacts import model_version
 from lab_code.recognizer import TextRecognizer
+from lab_code.serving.confidence import read_scored
 from lab_code.timings import stage
 
 
@@ -30,19 +31,20 @@ class ModelWorker:
 
     def submit(self, lines: list[np.ndarray], deadline: float,
                timings: dict[str, float] | None = None) -> Future:
-        """Queue one forward pass; `timings` gets its "queue" and "model" milliseconds."""
+        """Queue one forward pass, whose result is each line's (text, confidence); `timings`
+        gets its "queue" and "model" milliseconds."""
         return self._pool.submit(self._run, lines, deadline, time.perf_counter(),
                                  {} if timings is None else timings)
 
     def _run(self, lines: list[np.ndarray], deadline: float, queued: float,
-             timings: dict[str, float]) -> list[str]:
+             timings: dict[str, float]) -> list[tuple[str, float]]:
         if time.monotonic() > deadline:
             raise DeadlinePassed
         self._busy_since = time.monotonic()
         timings["queue"] = (time.perf_counter() - queued) * 1000
         try:
-            with stage(timings, "model"):
-                return self.recognizer.predict_lines(lines)
+            with stage(timings, "model"):  # each line's (text, confidence)
+                return read_scored(self.recognizer, lines)
         finally:
             self._busy_since = None
 
