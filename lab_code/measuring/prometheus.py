@@ -50,23 +50,28 @@ def seconds_text(seconds: float) -> str:
     return f"{round(seconds)}s" if seconds >= 1 else f"{max(1, round(seconds * 1000))}ms"
 
 
-def scaled(text: str, speedup: float, floor_s: float = 2.0) -> str:
+def scaled(text: str, speedup: float, window_floor_s: float = 4.0,
+           floor_s: float = 1.0) -> str:
     """Rules or config text with every duration (rate windows `[5m]`, `for: 10m`, intervals)
-    divided by `speedup`, never below `floor_s` (a rate needs two scrapes in its window)."""
+    divided by `speedup`; a rate window never below `window_floor_s` (rate() needs a few
+    scrapes in it), any other duration never below `floor_s`."""
     if speedup == 1:
         return text
 
-    def one(m: re.Match) -> str:
-        return seconds_text(max(floor_s, int(m.group(1)) * UNITS[m.group(2)] / speedup))
+    def shrink(floor: float):
+        def one(m: re.Match) -> str:
+            return seconds_text(max(floor, int(m.group(1)) * UNITS[m.group(2)] / speedup))
+        return one
 
     out = []
     for line in text.splitlines(keepends=True):
         code, hash_, comment = line.partition("#")
         if re.search(r"\bfor:|interval:|\[", code):  # durations live here, not in prose
             code = re.sub(r"\[(\d+(?:ms|s|m|h|d))\]", lambda m: "[" + DURATION.sub(
-                one, m.group(1)) + "]", code)
+                shrink(window_floor_s), m.group(1)) + "]", code)
             code = re.sub(r"((?:for|interval):\s*)(\d+(?:ms|s|m|h|d))",
-                          lambda m: m.group(1) + DURATION.sub(one, m.group(2)), code)
+                          lambda m: m.group(1) + DURATION.sub(shrink(floor_s), m.group(2)),
+                          code)
         out.append(code + hash_ + comment)
     return "".join(out)
 
@@ -77,7 +82,7 @@ def write_config(folder: Path, target: str = DEFAULT_TARGET, speedup: float = 1.
     speedup, the durations) changed; returns the config file."""
     folder.mkdir(parents=True, exist_ok=True)
     config = (MONITORING / CONFIG).read_text().replace(DEFAULT_TARGET, target)
-    config = scaled(config, speedup, floor_s=1.0)
+    config = scaled(config, speedup)
     if scrape_s is not None:
         config = re.sub(r"(scrape_interval|evaluation_interval):\s*\S+",
                         lambda m: f"{m.group(1)}: {seconds_text(scrape_s)}", config)
