@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,14 @@ QUIET_DAY = (Phase("morning", "screenshots", 8), Phase("afternoon", "screenshots
              Phase("evening", "screenshots", 7))
 SPEEDUP = 120  # one second of the replay stands for two minutes of a real day
 DRIFT_WINDOW = 120  # predictions the service's drift figures are made of, for the replay
+
+
+def service_args(port: int, db: str | Path) -> list[str]:
+    """`python -m` arguments of the service a day is replayed against: two workers, the log in
+    `db`, back-pressure at 8 requests per worker (so that the burst trips it), and drift figures
+    over the last DRIFT_WINDOW predictions."""
+    return ["lab_code.serving", "serverless", "--port", str(port), "--workers", "2",
+            "--max-waiting", "8", "--watch-db", str(db), "--drift-window", str(DRIFT_WINDOW)]
 
 
 # --- the pictures --------------------------------------------------------------------------------
