@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from lab_code import images
-from lab_code.serving import corrections, drift, emf, metrics, predictions, serverless
+from lab_code.serving import corrections, drift, emf, metrics, ports, predictions, serverless
 from lab_code.serving.confidence import greedy, read_scored
 from lab_code.serving.watch import Watch, WatchConfig
 
@@ -348,3 +348,41 @@ print([l for l in before.splitlines() if l.startswith("ocr_requests_in_flight ")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ("['ocr_requests_in_flight 1.0'] [] "
                                    "['ocr_requests_total{route=\"/\",status=\"200\"} 1.0']")
+
+
+# --- the web UI ----------------------------------------------------------------------------------
+def test_the_ui_logs_its_readings_and_stores_a_consented_correction(tmp_path):
+    from gradio_client import Client, handle_file
+
+    from lab_code.serving import app
+    from lab_code.serving.feedback import Feedback
+
+    watch = Watch(WatchConfig(prometheus=False, db=str(tmp_path / "w.sqlite"), profile="off"))
+    backend = app.PredictorBackend(watch=watch)
+    demo = app.make_frontend(backend, Feedback(log=watch.log))
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=ports.free_port(),
+                            prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        line, page = handle_file(str(EXAMPLES / "line_sans.png")), handle_file(
+            str(EXAMPLES / "page_3_lines.png"))
+        info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert set(info) == {"/predict", "/correct"}
+        with pytest.raises(Exception, match="Read an image first"):
+            client.predict(line, "text", True, api_name="/correct")
+        assert client.predict(line, api_name="/predict") == "Deploying a model is half the work."
+        with pytest.raises(Exception, match="Nothing was stored"):
+            client.predict(line, "Deploying a model", False, api_name="/correct")
+        with pytest.raises(Exception, match="not the image that was read"):
+            client.predict(page, "Deploying a model", True, api_name="/correct")
+        said = client.predict(line, "Deploying a model is half the work", True,
+                              api_name="/correct")
+        assert said.startswith("Thank you") and "(1 so far)" in said
+    finally:
+        demo.close()
+    assert watch.log.flush()
+    (row,) = watch.log.recent(5)
+    assert row["source"] == "ui" and row["lines"] == 1 and row["confidence"] > 0.5
+    stored = watch.log.store.execute("SELECT prediction_id, text FROM corrections", fetch=True)
+    assert stored == [(row["id"], "Deploying a model is half the work")]
+    watch.close()
