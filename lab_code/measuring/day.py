@@ -49,10 +49,12 @@ class Phase:
     rate: float = 6.0  # requests per second per client (0: no pause)
 
 
-DAY = (Phase("morning", "screenshots", 8), Phase("afternoon", "afternoon", 20),
-       Phase("burst", "screenshots", 5, clients=48, rate=0), Phase("evening", "afternoon", 4))
-QUIET_DAY = (Phase("morning", "screenshots", 8), Phase("afternoon", "screenshots", 20),
-             Phase("evening", "screenshots", 7))
+DAY = (Phase("morning", "screenshots", 6, clients=3),
+       Phase("afternoon", "afternoon", 16, clients=3),
+       Phase("burst", "screenshots", 4, clients=48, rate=0), Phase("evening", "afternoon", 3))
+QUIET_DAY = (Phase("morning", "screenshots", 6, clients=3),
+             Phase("afternoon", "screenshots", 16, clients=3),
+             Phase("evening", "screenshots", 7, clients=3))
 SPEEDUP = 120  # one second of the replay stands for two minutes of a real day
 DRIFT_WINDOW = 120  # predictions the service's drift figures are made of, for the replay
 

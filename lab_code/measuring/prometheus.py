@@ -196,10 +196,12 @@ def stop(running: Prometheus, timeout: float = 10.0) -> None:
             proc.wait(timeout)
 
 
-def promtool(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """Run promtool (check rules, test rules, check metrics) and return what it did."""
-    return subprocess.run([binary("promtool"), *args], capture_output=True, text=True,
-                          timeout=timeout)
+def promtool(*args: str, stdin: str | None = None,
+             timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run promtool (check rules, test rules, check metrics: its text on `stdin`) and return
+    what it did."""
+    return subprocess.run([binary("promtool"), *args], input=stdin, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:

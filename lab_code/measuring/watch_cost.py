@@ -1,0 +1,192 @@
+"""What watching costs: the service's throughput at 64 clients with its metrics and prediction log
+on, against the same service with both off, measured side by side in alternating rounds.
+
+    python -m lab_code.measuring watch_cost --rounds 3 --duration 15 --json watch_cost.json
+
+Each round starts the service (two workers) once with `--watch-db FILE` and /metrics (and a
+scrape every second, as Prometheus would), once with `--watch-db off --no-metrics`, and loads each
+with wrk (C, so the client takes little of the CPU it measures; Debian's `wrk` package), or with
+lab_code.measuring.loadgen where wrk is missing. The requests cycle through the real-world set's
+single lines, so no cache and no single input shape flatters either side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lab_code.measuring.loadgen import realworld_bodies, run_load
+from lab_code.serving import ports, processes
+from lab_code.serving.runner import wait_for_workers
+
+WRK_SCRIPT = """
+local bodies, n = {}, 0
+init = function(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+  n = math.random(#bodies)
+end
+request = function()
+  n = n % #bodies + 1
+  return wrk.format("POST", "/", {["Content-Type"] = "application/json"}, bodies[n])
+end
+"""
+CONFIGS = {"on": ["--watch-db", "{db}"], "off": ["--watch-db", "off", "--no-metrics"]}
+
+
+def wrk(url: str, bodies_file: Path, clients: int, duration_s: float) -> dict[str, Any]:
+    """Requests per second (non-2xx excluded) and latency percentiles from one wrk run."""
+    script = bodies_file.with_suffix(".lua")
+    script.write_text(WRK_SCRIPT)
+    done = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{duration_s:.0f}s", "--latency",
+                           "--timeout", "30s", "-s", str(script), url, "--", str(bodies_file)],
+                          capture_output=True, text=True, timeout=duration_s + 60)
+    out = done.stdout
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    bad_n = int(bad.group(1)) if bad else 0
+    seconds = float(re.search(r"requests in ([\d.]+)(m?s)", out).group(1))
+    unit = re.search(r"requests in [\d.]+(m?s)", out).group(1)
+    seconds = seconds / 1000 if unit == "ms" else seconds
+    lat = {p: _ms(re.search(rf"^\s+{p}%\s+([\d.]+\w+)", out, re.M).group(1))
+           for p in ("50", "90", "99")}
+    return {"throughput_per_s": round((total - bad_n) / seconds, 2), "requests": total,
+            "non_2xx": bad_n, "latency_ms": lat}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit], 2)
+
+
+def one_run(name: str, folder: Path, bodies: list[bytes], clients: int, duration_s: float,
+            warmup_s: float, use_wrk: bool) -> dict[str, Any]:
+    port = ports.free_port()
+    db = folder / f"{name}.sqlite"
+    args = ["lab_code.serving", "serverless", "--port", str(port), "--workers", "2",
+            *[a.format(db=db) for a in CONFIGS[name]]]
+    log = folder / f"{name}.log"
+    service = processes.start_background(args, f"http://127.0.0.1:{port}/health", log)
+    stop_scraping = threading.Event()
+    try:
+        wait_for_workers(log, 2)
+        url = f"http://127.0.0.1:{port}/"
+        scraper = None
+        if name == "on":  # what Prometheus would add: one scrape a second
+            scraper = threading.Thread(target=_scrape, args=(url + "metrics", stop_scraping))
+            scraper.start()
+        run_load(url, bodies, clients=clients, duration_s=warmup_s, warmup_s=0)  # warm up
+        if use_wrk:
+            file = folder / "bodies.jsonl"
+            file.write_bytes(b"\n".join(bodies) + b"\n")
+            result = wrk(url, file, clients, duration_s)
+        else:
+            load = run_load(url, bodies, clients=clients, duration_s=duration_s, warmup_s=0)
+            result = {"throughput_per_s": load.throughput_per_s, "requests": load.requests,
+                      "non_2xx": sum(v for k, v in load.statuses.items() if k != "200"),
+                      "latency_ms": load.latency_ms}
+        stop_scraping.set()
+        if scraper is not None:
+            scraper.join(10)
+        if name == "on":
+            from lab_code.serving.predictions import PredictionLog, Store
+
+            time.sleep(1.5)  # the writers' last batches
+            logged = PredictionLog(Store(db))
+            result["rows_logged"] = logged.count()
+            logged.close()
+        return result
+    finally:
+        stop_scraping.set()
+        processes.stop_background(service)
+
+
+def _scrape(url: str, stop: threading.Event) -> None:
+    import requests
+
+    while not stop.wait(1.0):
+        try:
+            requests.get(url, timeout=5)
+        except requests.RequestException:
+            pass
+
+
+def measure(rounds: int, clients: int, duration_s: float, warmup_s: float = 3.0,
+            use_wrk: bool | None = None) -> dict[str, Any]:
+    use_wrk = shutil.which("wrk") is not None if use_wrk is None else use_wrk
+    bodies = [b for b in realworld_bodies(family="screenshot")]
+    folder = Path(tempfile.mkdtemp(prefix="watch-cost-"))
+    started = {"load_average": os.getloadavg(), "time": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                       time.gmtime())}
+    runs: list[dict[str, Any]] = []
+    try:
+        for i in range(rounds):
+            order = ("on", "off") if i % 2 == 0 else ("off", "on")
+            for name in order:
+                result = one_run(name, folder, bodies, clients, duration_s, warmup_s, use_wrk)
+                runs.append({"round": i, "config": name, **result,
+                             "load_average_after": os.getloadavg()})
+                print(f"round {i} {name:3}: {result['throughput_per_s']:7.1f} req/s, p50 "
+                      f"{result['latency_ms'].get('50', result['latency_ms'].get('p50'))} ms",
+                      flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    ratios = []
+    for i in range(rounds):
+        on = next(r for r in runs if r["round"] == i and r["config"] == "on")
+        off = next(r for r in runs if r["round"] == i and r["config"] == "off")
+        ratios.append(round(on["throughput_per_s"] / off["throughput_per_s"], 4))
+    return {"command": "python -m lab_code.measuring watch_cost " + " ".join(sys.argv[1:]),
+            "client": "wrk" if use_wrk else "lab_code.measuring.loadgen", "clients": clients,
+            "duration_s": duration_s, "workers": 2, "cpus": os.cpu_count(), **started,
+            "load_average_end": os.getloadavg(), "runs": runs, "ratios_on_over_off": ratios,
+            "median_ratio": statistics.median(ratios),
+            "cost_percent": round((1 - statistics.median(ratios)) * 100, 2)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lab_code.measuring watch_cost",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="on/off pairs (default: 3)")
+    parser.add_argument("--clients", type=int, default=64, help="connections (default: 64)")
+    parser.add_argument("--duration", type=float, default=15.0, metavar="SECONDS",
+                        help="measured seconds per run (default: 15)")
+    parser.add_argument("--client", choices=["auto", "wrk", "loadgen"], default="auto",
+                        help="the load generator (default: wrk when installed)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.client == "wrk" and shutil.which("wrk") is None:
+        print("error: wrk is not installed: apt-get install wrk, or pass --client loadgen.",
+              file=sys.stderr)
+        return 1
+    if args.rounds < 1 or args.clients < 1 or args.duration <= 0:
+        print("error: --rounds and --clients must be at least 1 and --duration positive.",
+              file=sys.stderr)
+        return 2
+    result = measure(args.rounds, args.clients, args.duration,
+                     use_wrk=None if args.client == "auto" else args.client == "wrk")
+    print(f"throughput with metrics and the prediction log on / off: {result['ratios_on_over_off']}"
+          f" (median {result['median_ratio']:.3f}: {result['cost_percent']:+.1f}% cost)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
