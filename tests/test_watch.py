@@ -386,3 +386,30 @@ def test_the_ui_logs_its_readings_and_stores_a_consented_correction(tmp_path):
     stored = watch.log.store.execute("SELECT prediction_id, text FROM corrections", fetch=True)
     assert stored == [(row["id"], "Deploying a model is half the work")]
     watch.close()
+
+
+def test_the_drift_report_cli_writes_html_and_png_from_the_log(tmp_path, capsys):
+    from lab_code.measuring import drift_report
+
+    profile = drift.load_profile()
+    base = profile["baseline"]["values"]
+    log = predictions.PredictionLog(predictions.Store(tmp_path / "w.sqlite"))
+    for i in range(len(base["brightness"])):  # the reference itself, dimmed to half
+        log.write({"id": f"r{i}", "time": float(i), "confidence": base["confidence"][i],
+                   "min_confidence": base["confidence"][i], "ink_share": base["ink_share"][i],
+                   "brightness": base["brightness"][i] / 2, "contrast": base["contrast"][i],
+                   "height": base["height"][i], "lines": base["lines"][i]})
+    log.flush()
+    log.close()
+    for name in ("report.html", "report.png"):
+        code = drift_report.main(["--db", str(tmp_path / "w.sqlite"), "--out",
+                                  str(tmp_path / name)])
+        assert code == 0
+    printed = capsys.readouterr().out
+    assert "brightness  PSI" in printed and "DRIFT" in printed.split("contrast")[0]
+    assert "DRIFT" not in printed.split("contrast")[1].split("confidence")[0]  # the rest stayed
+    page = (tmp_path / "report.html").read_text()
+    assert "<table>" in page and "data:image/png;base64," in page and "crimson" in page
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert drift_report.main(["--db", str(tmp_path / "none.sqlite")]) == 1
+    assert "No prediction log" in capsys.readouterr().err
