@@ -3,6 +3,10 @@ on, against the same service with both off, measured side by side in alternating
 
     python -m lab_code.measuring watch_cost --rounds 3 --duration 15 --json watch_cost.json
 
+It reports two figures per round: the ratio of requests per second, and the ratio of the
+service's own CPU time per answer (its processes' user + system time, from /proc), which a busy
+neighbour disturbs far less than throughput.
+
 Each round starts the service (two workers) once with `--watch-db FILE` and /metrics (and a
 scrape every second, as Prometheus would), once with `--watch-db off --no-metrics`, and loads each
 with wrk (C, so the client takes little of the CPU it measures; Debian's `wrk` package), or with
@@ -64,6 +68,21 @@ def wrk(url: str, bodies_file: Path, clients: int, duration_s: float) -> dict[st
             "non_2xx": bad_n, "latency_ms": lat}
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by every process in the process group `pgid`
+    (the service and its workers; Linux /proc). Unlike requests per second, it hardly moves when
+    other work shares the machine."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
     return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit], 2)
@@ -86,6 +105,7 @@ def one_run(name: str, folder: Path, bodies: list[bytes], clients: int, duration
             scraper = threading.Thread(target=_scrape, args=(url + "metrics", stop_scraping))
             scraper.start()
         run_load(url, bodies, clients=clients, duration_s=warmup_s, warmup_s=0)  # warm up
+        cpu_before = group_cpu_s(service.pid)
         if use_wrk:
             file = folder / "bodies.jsonl"
             file.write_bytes(b"\n".join(bodies) + b"\n")
@@ -95,6 +115,10 @@ def one_run(name: str, folder: Path, bodies: list[bytes], clients: int, duration
             result = {"throughput_per_s": load.throughput_per_s, "requests": load.requests,
                       "non_2xx": sum(v for k, v in load.statuses.items() if k != "200"),
                       "latency_ms": load.latency_ms}
+        cpu = group_cpu_s(service.pid) - cpu_before
+        answered = result["requests"] - result["non_2xx"]
+        result["service_cpu_s"] = round(cpu, 2)
+        result["cpu_ms_per_answer"] = round(cpu * 1000 / max(answered, 1), 3)
         stop_scraping.set()
         if scraper is not None:
             scraper.join(10)
@@ -137,21 +161,24 @@ def measure(rounds: int, clients: int, duration_s: float, warmup_s: float = 3.0,
                 runs.append({"round": i, "config": name, **result,
                              "load_average_after": os.getloadavg()})
                 print(f"round {i} {name:3}: {result['throughput_per_s']:7.1f} req/s, p50 "
-                      f"{result['latency_ms'].get('50', result['latency_ms'].get('p50'))} ms",
-                      flush=True)
+                      f"{result['latency_ms'].get('50', result['latency_ms'].get('p50'))} ms, "
+                      f"{result['cpu_ms_per_answer']:.1f} CPU ms per answer", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    ratios = []
+    ratios, cpu_ratios = [], []
     for i in range(rounds):
         on = next(r for r in runs if r["round"] == i and r["config"] == "on")
         off = next(r for r in runs if r["round"] == i and r["config"] == "off")
         ratios.append(round(on["throughput_per_s"] / off["throughput_per_s"], 4))
+        cpu_ratios.append(round(on["cpu_ms_per_answer"] / off["cpu_ms_per_answer"], 4))
     return {"command": "python -m lab_code.measuring watch_cost " + " ".join(sys.argv[1:]),
             "client": "wrk" if use_wrk else "lab_code.measuring.loadgen", "clients": clients,
             "duration_s": duration_s, "workers": 2, "cpus": os.cpu_count(), **started,
             "load_average_end": os.getloadavg(), "runs": runs, "ratios_on_over_off": ratios,
             "median_ratio": statistics.median(ratios),
-            "cost_percent": round((1 - statistics.median(ratios)) * 100, 2)}
+            "cost_percent": round((1 - statistics.median(ratios)) * 100, 2),
+            "cpu_per_answer_on_over_off": cpu_ratios,
+            "cpu_cost_percent": round((statistics.median(cpu_ratios) - 1) * 100, 2)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args.rounds, args.clients, args.duration,
                      use_wrk=None if args.client == "auto" else args.client == "wrk")
     print(f"throughput with metrics and the prediction log on / off: {result['ratios_on_over_off']}"
-          f" (median {result['median_ratio']:.3f}: {result['cost_percent']:+.1f}% cost)")
+          f" (median {result['median_ratio']:.3f}: {result['cost_percent']:+.1f}% cost); service "
+          f"CPU per answer on / off: {result['cpu_per_answer_on_over_off']} "
+          f"({result['cpu_cost_percent']:+.1f}%)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -110,8 +110,9 @@ def create_app(recognizer: TextRecognizer | None = None, *,
     every prediction, serves /metrics when Prometheus metrics are on and /corrections when a
     prediction log is."""
     limits = limits or ServiceLimits()
-    state: dict[str, Any] = {"worker": ModelWorker(recognizer) if recognizer else None,
-                             "cache": None}
+    watched = watch is not None  # confidences and input statistics are worked out only then
+    state: dict[str, Any] = {"worker": ModelWorker(recognizer, scored=watched) if recognizer
+                             else None, "cache": None}
     waiting, fetching = Counter(limits.max_waiting), Counter(limits.max_fetches)
     decoding = threading.BoundedSemaphore(limits.max_decoding)
 
@@ -120,7 +121,7 @@ def create_app(recognizer: TextRecognizer | None = None, *,
         if state["worker"] is None:
             loaded = await run_in_threadpool(load_recognizer, model_path, optimize)
             await run_in_threadpool(warm_up, loaded)
-            state["worker"] = ModelWorker(loaded)
+            state["worker"] = ModelWorker(loaded, scored=watched)
             if watch is not None:
                 watch.ready(state["worker"].version, [r.path for r in app.routes])
             log_request(event="ready", pid=os.getpid(), model_version=state["worker"].version)
@@ -142,14 +143,14 @@ def create_app(recognizer: TextRecognizer | None = None, *,
 
     def prepare(req: PredictRequest, started: threading.Event, give_fetch,
                 timings: dict[str, float],
-                stats: dict[str, float]) -> tuple[list[np.ndarray], str | None, Any]:
+                stats: dict[str, float] | None) -> tuple[list[np.ndarray], str | None, Any]:
         """The request's lines, and its cache key and cached (text, lines) when caching (an
         inline image only: what a URL names can change)."""
         started.set()
         try:  # a download's slot comes back when the reading really ends, not at the 504
             with stage(timings, "read"):
                 source, name = request_source(req)
-            if isinstance(source, bytes):
+            if isinstance(source, bytes) and stats is not None:
                 stats["bytes"] = len(source)
             cache: ResultCache | None = state["cache"]
             key = cache.key(source) if cache is not None and isinstance(source, bytes) else None
@@ -166,7 +167,7 @@ def create_app(recognizer: TextRecognizer | None = None, *,
         """Read the text in one image."""
         start, deadline = time.perf_counter(), time.monotonic() + limits.deadline_s
         timings: dict[str, float] = {}
-        stats: dict[str, float] = {}
+        stats: dict[str, float] | None = {} if watched else None
         worker: ModelWorker | None = state["worker"]
         if worker is None:
             raise ApiError(503, "The model is still loading: try again in a few seconds.", busy)
@@ -188,7 +189,7 @@ def create_app(recognizer: TextRecognizer | None = None, *,
                 lines, key, hit = await asyncio.wait_for(
                     run_in_threadpool(prepare, req, started, give_fetch, timings, stats),
                     deadline - time.monotonic())
-                scored: list[tuple[str, float]] = []
+                scored: list[tuple[str, float | None]] = []
                 if lines:
                     job = worker.submit(lines, deadline, timings)
                     try:

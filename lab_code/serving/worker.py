@@ -23,8 +23,9 @@ class ModelWorker:
     pass, and a single thread keeps a single pool of torch's worker threads. A job whose request
     has given up (deadline passed) is skipped; `stuck_for` says how long the current pass runs."""
 
-    def __init__(self, recognizer: TextRecognizer) -> None:
+    def __init__(self, recognizer: TextRecognizer, scored: bool = False) -> None:
         self.recognizer = recognizer
+        self.scored = scored  # also each line's confidence (lesson 08); else None
         self.version = model_version(recognizer.model_path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._busy_since: float | None = None
@@ -37,14 +38,16 @@ class ModelWorker:
                                  {} if timings is None else timings)
 
     def _run(self, lines: list[np.ndarray], deadline: float, queued: float,
-             timings: dict[str, float]) -> list[tuple[str, float]]:
+             timings: dict[str, float]) -> list[tuple[str, float | None]]:
         if time.monotonic() > deadline:
             raise DeadlinePassed
         self._busy_since = time.monotonic()
         timings["queue"] = (time.perf_counter() - queued) * 1000
         try:
-            with stage(timings, "model"):  # each line's (text, confidence)
-                return read_scored(self.recognizer, lines)
+            with stage(timings, "model"):  # each line's (text, confidence or None)
+                if self.scored:
+                    return read_scored(self.recognizer, lines)
+                return [(text, None) for text in self.recognizer.predict_lines(lines)]
         finally:
             self._busy_since = None
 
