@@ -145,13 +145,72 @@ def _scrape(url: str, stop: threading.Event) -> None:
             pass
 
 
+def component_costs(images_n: int = 30, repeats: int = 3) -> dict[str, float]:
+    """CPU milliseconds per picture, in this process, of what a prediction costs anyway (decode
+    and split into lines, the model) and of what watching adds to it (input statistics, the
+    metrics' updates, the log row): the best of `repeats` passes over the real-world set's first
+    screenshots. Timed with the process' CPU clock, so other work on the machine matters less."""
+    from lab_code import images
+    from lab_code.serving import serverless
+    from lab_code.serving.confidence import read_scored
+    from lab_code.serving.inputs import image_stats
+    from lab_code.serving.watch import Watch, WatchConfig
+
+    datas = [json.loads(b)["image"] for b in realworld_bodies(images_n, family="screenshot")]
+    import base64
+
+    datas = [base64.b64decode(d) for d in datas]
+    pictures = [images.open_image_bytes(d) for d in datas]
+    lines = [images.page_lines(p) for p in pictures]
+    recognizer = serverless.load_recognizer()
+    folder = Path(tempfile.mkdtemp(prefix="watch-parts-"))
+    watch = Watch(WatchConfig(db=str(folder / "w.sqlite"), profile="off"))
+    watch.ready("v", ["/"])
+    timings = {"read": 0.1, "decode": 1.0, "lines": 2.0, "queue": 0.1, "model": 8.0}
+
+    def decode() -> None:
+        for data in datas:
+            images.page_lines(images.open_image_bytes(data))
+
+    def model() -> None:
+        for one in lines:
+            read_scored(recognizer, one)
+
+    def watching() -> None:
+        for i, picture in enumerate(pictures):
+            watch.request_started()
+            watch.waiting(1)
+            stats = image_stats(picture)
+            watch.prediction({}, prediction_id=f"{time.time_ns()}-{i}", source="api",
+                             timings=timings, stats=stats, scored=[("text", 0.97)], chars=4)
+            watch.waiting(-1)
+            watch.request_finished("/", 200, 0.02, {})
+
+    out = {}
+    try:
+        for name, work in (("decode_and_lines", decode), ("model", model), ("watch", watching)):
+            best = float("inf")
+            for _ in range(repeats):
+                began = time.process_time()
+                work()
+                best = min(best, time.process_time() - began)
+            out[f"{name}_ms"] = round(best * 1000 / len(datas), 3)
+    finally:
+        watch.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    out["watch_share_percent"] = round(100 * out["watch_ms"] / (
+        out["decode_and_lines_ms"] + out["model_ms"]), 2)
+    return out
+
+
 def measure(rounds: int, clients: int, duration_s: float, warmup_s: float = 3.0,
             use_wrk: bool | None = None) -> dict[str, Any]:
     use_wrk = shutil.which("wrk") is not None if use_wrk is None else use_wrk
     bodies = [b for b in realworld_bodies(family="screenshot")]
     folder = Path(tempfile.mkdtemp(prefix="watch-cost-"))
     started = {"load_average": os.getloadavg(), "time": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                       time.gmtime())}
+                                                                       time.gmtime()),
+               "in_process": component_costs()}
     runs: list[dict[str, Any]] = []
     try:
         for i in range(rounds):
