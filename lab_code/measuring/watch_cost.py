@@ -89,9 +89,9 @@ def _ms(text: str) -> float:
 
 
 def one_run(name: str, folder: Path, bodies: list[bytes], clients: int, duration_s: float,
-            warmup_s: float, use_wrk: bool) -> dict[str, Any]:
+            warmup_s: float, use_wrk: bool, tag: str = "") -> dict[str, Any]:
     port = ports.free_port()
-    db = folder / f"{name}.sqlite"
+    db = folder / f"{name}{tag}.sqlite"  # a log of its own: rows_logged counts this run only
     args = ["lab_code.serving", "serverless", "--port", str(port), "--workers", "2",
             *[a.format(db=db) for a in CONFIGS[name]]]
     log = folder / f"{name}.log"
@@ -127,7 +127,7 @@ def one_run(name: str, folder: Path, bodies: list[bytes], clients: int, duration
 
             time.sleep(1.5)  # the writers' last batches
             logged = PredictionLog(Store(db))
-            result["rows_logged"] = logged.count()
+            result["rows_logged"] = logged.count()  # warm-up and measured requests alike
             logged.close()
         return result
     finally:
@@ -216,7 +216,8 @@ def measure(rounds: int, clients: int, duration_s: float, warmup_s: float = 3.0,
         for i in range(rounds):
             order = ("on", "off") if i % 2 == 0 else ("off", "on")
             for name in order:
-                result = one_run(name, folder, bodies, clients, duration_s, warmup_s, use_wrk)
+                result = one_run(name, folder, bodies, clients, duration_s, warmup_s, use_wrk,
+                                 tag=f"-{i}")
                 runs.append({"round": i, "config": name, **result,
                              "load_average_after": os.getloadavg()})
                 print(f"round {i} {name:3}: {result['throughput_per_s']:7.1f} req/s, p50 "

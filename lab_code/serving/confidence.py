@@ -68,6 +68,13 @@ def read_scored(recognizer: TextRecognizer, lines: Sequence[np.ndarray]) -> list
     own = getattr(recognizer, "predict_lines_scored", None)
     if own is not None:
         return list(own(lines))
+    return predict_lines_scored(recognizer, lines)
+
+
+def predict_lines_scored(recognizer: TextRecognizer,
+                         lines: Sequence[np.ndarray]) -> list[Scored]:
+    """What `TextRecognizer.predict_lines_scored` does where the recognizer has no such method:
+    the frozen `logits` method, then `greedy` here."""
     logits, charset = _scorer(recognizer)
     recognizer.threads.ensure()
     return read_lines(lambda batch: greedy(logits(batch), charset), lines,
