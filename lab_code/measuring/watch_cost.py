@@ -1,15 +1,16 @@
 """What watching costs: the service's throughput at 64 clients with its metrics and prediction log
 on, against the same service with both off, measured side by side in alternating rounds.
 
-    python -m lab_code.measuring watch_cost --rounds 3 --duration 15 --json watch_cost.json
+    python -m lab_code.measuring watch_cost --rounds 10 --duration 8 --json watch_cost.json
 
 It reports two figures per round: the ratio of requests per second, and the ratio of the
 service's own CPU time per answer (its processes' user + system time, from /proc), which a busy
 neighbour disturbs far less than throughput.
 
-Each round starts the service (two workers) once with `--watch-db FILE` and /metrics (and a
-scrape every second, as Prometheus would), once with `--watch-db off --no-metrics`, and loads each
-with wrk (C, so the client takes little of the CPU it measures; Debian's `wrk` package), or with
+Both services run at once (two workers each): one with `--watch-db FILE` and /metrics (scraped
+every second, as the replayed day's Prometheus does), one with `--watch-db off --no-metrics`. Each
+round loads one and then the other, in alternating order, with wrk (C, so the
+client takes little of the CPU it measures; Debian's `wrk` package), or with
 lab_code.measuring.loadgen where wrk is missing. The requests cycle through the real-world set's
 single lines, so no cache and no single input shape flatters either side.
 """
@@ -88,51 +89,38 @@ def _ms(text: str) -> float:
     return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit], 2)
 
 
-def one_run(name: str, folder: Path, bodies: list[bytes], clients: int, duration_s: float,
-            warmup_s: float, use_wrk: bool, tag: str = "") -> dict[str, Any]:
+def load_once(url: str, pgid: int, folder: Path, bodies: list[bytes], clients: int,
+              duration_s: float, use_wrk: bool) -> dict[str, Any]:
+    """One measured run against the service at `url` (process group `pgid`): throughput,
+    latency, and the service's CPU time per answer."""
+    cpu_before = group_cpu_s(pgid)
+    if use_wrk:
+        file = folder / "bodies.jsonl"
+        if not file.exists():
+            file.write_bytes(b"\n".join(bodies) + b"\n")
+        result = wrk(url, file, clients, duration_s)
+    else:
+        load = run_load(url, bodies, clients=clients, duration_s=duration_s, warmup_s=0)
+        result = {"throughput_per_s": load.throughput_per_s, "requests": load.requests,
+                  "non_2xx": sum(v for k, v in load.statuses.items() if k != "200"),
+                  "latency_ms": load.latency_ms}
+    cpu = group_cpu_s(pgid) - cpu_before
+    answered = result["requests"] - result["non_2xx"]
+    result["service_cpu_s"] = round(cpu, 2)
+    result["cpu_ms_per_answer"] = round(cpu * 1000 / max(answered, 1), 3)
+    return result
+
+
+def start_service(name: str, folder: Path):
+    """The service with watching on (a SQLite log, /metrics) or off, two workers."""
     port = ports.free_port()
-    db = folder / f"{name}{tag}.sqlite"  # a log of its own: rows_logged counts this run only
+    db = folder / f"{name}.sqlite"
     args = ["lab_code.serving", "serverless", "--port", str(port), "--workers", "2",
             *[a.format(db=db) for a in CONFIGS[name]]]
     log = folder / f"{name}.log"
     service = processes.start_background(args, f"http://127.0.0.1:{port}/health", log)
-    stop_scraping = threading.Event()
-    try:
-        wait_for_workers(log, 2)
-        url = f"http://127.0.0.1:{port}/"
-        scraper = None
-        if name == "on":  # what Prometheus would add: one scrape a second
-            scraper = threading.Thread(target=_scrape, args=(url + "metrics", stop_scraping))
-            scraper.start()
-        run_load(url, bodies, clients=clients, duration_s=warmup_s, warmup_s=0)  # warm up
-        cpu_before = group_cpu_s(service.pid)
-        if use_wrk:
-            file = folder / "bodies.jsonl"
-            file.write_bytes(b"\n".join(bodies) + b"\n")
-            result = wrk(url, file, clients, duration_s)
-        else:
-            load = run_load(url, bodies, clients=clients, duration_s=duration_s, warmup_s=0)
-            result = {"throughput_per_s": load.throughput_per_s, "requests": load.requests,
-                      "non_2xx": sum(v for k, v in load.statuses.items() if k != "200"),
-                      "latency_ms": load.latency_ms}
-        cpu = group_cpu_s(service.pid) - cpu_before
-        answered = result["requests"] - result["non_2xx"]
-        result["service_cpu_s"] = round(cpu, 2)
-        result["cpu_ms_per_answer"] = round(cpu * 1000 / max(answered, 1), 3)
-        stop_scraping.set()
-        if scraper is not None:
-            scraper.join(10)
-        if name == "on":
-            from lab_code.serving.predictions import PredictionLog, Store
-
-            time.sleep(1.5)  # the writers' last batches
-            logged = PredictionLog(Store(db))
-            result["rows_logged"] = logged.count()  # warm-up and measured requests alike
-            logged.close()
-        return result
-    finally:
-        stop_scraping.set()
-        processes.stop_background(service)
+    wait_for_workers(log, 2)
+    return service, f"http://127.0.0.1:{port}/", db
 
 
 def _scrape(url: str, stop: threading.Event) -> None:
@@ -205,25 +193,48 @@ def component_costs(images_n: int = 30, repeats: int = 3) -> dict[str, float]:
 
 def measure(rounds: int, clients: int, duration_s: float, warmup_s: float = 3.0,
             use_wrk: bool | None = None) -> dict[str, Any]:
+    """Both services up at once (the idle one costs nothing), then `rounds` pairs of short runs,
+    on and off back to back in alternating order, so that each pair meets the same machine."""
     use_wrk = shutil.which("wrk") is not None if use_wrk is None else use_wrk
-    bodies = [b for b in realworld_bodies(family="screenshot")]
+    bodies = realworld_bodies(family="screenshot")
     folder = Path(tempfile.mkdtemp(prefix="watch-cost-"))
     started = {"load_average": os.getloadavg(), "time": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                        time.gmtime()),
                "in_process": component_costs()}
     runs: list[dict[str, Any]] = []
+    services: dict[str, Any] = {}
+    stop_scraping = threading.Event()
     try:
+        for name in CONFIGS:
+            services[name] = start_service(name, folder)
+        # what Prometheus adds to the watched one: a scrape every second, all along
+        scraper = threading.Thread(target=_scrape, args=(services["on"][1] + "metrics",
+                                                         stop_scraping))
+        scraper.start()
+        for _, url, _ in services.values():
+            run_load(url, bodies, clients=clients, duration_s=warmup_s, warmup_s=0)
         for i in range(rounds):
-            order = ("on", "off") if i % 2 == 0 else ("off", "on")
-            for name in order:
-                result = one_run(name, folder, bodies, clients, duration_s, warmup_s, use_wrk,
-                                 tag=f"-{i}")
+            for name in (("on", "off") if i % 2 == 0 else ("off", "on")):
+                service, url, _ = services[name]
+                result = load_once(url, service.pid, folder, bodies, clients, duration_s,
+                                   use_wrk)
                 runs.append({"round": i, "config": name, **result,
                              "load_average_after": os.getloadavg()})
                 print(f"round {i} {name:3}: {result['throughput_per_s']:7.1f} req/s, p50 "
                       f"{result['latency_ms'].get('50', result['latency_ms'].get('p50'))} ms, "
                       f"{result['cpu_ms_per_answer']:.1f} CPU ms per answer", flush=True)
+        stop_scraping.set()
+        scraper.join(10)
+        time.sleep(1.5)  # the log writers' last batches
+        from lab_code.serving.predictions import PredictionLog, Store
+
+        logged = PredictionLog(Store(services["on"][2]))
+        rows = logged.count()
+        logged.close()
     finally:
+        stop_scraping.set()
+        for service, _, _ in services.values():
+            processes.stop_background(service)
         shutil.rmtree(folder, ignore_errors=True)
     ratios, cpu_ratios = [], []
     for i in range(rounds):
@@ -231,11 +242,13 @@ def measure(rounds: int, clients: int, duration_s: float, warmup_s: float = 3.0,
         off = next(r for r in runs if r["round"] == i and r["config"] == "off")
         ratios.append(round(on["throughput_per_s"] / off["throughput_per_s"], 4))
         cpu_ratios.append(round(on["cpu_ms_per_answer"] / off["cpu_ms_per_answer"], 4))
+    answered_on = sum(r["requests"] - r["non_2xx"] for r in runs if r["config"] == "on")
     return {"command": "python -m lab_code.measuring watch_cost " + " ".join(sys.argv[1:]),
             "client": "wrk" if use_wrk else "lab_code.measuring.loadgen", "clients": clients,
             "duration_s": duration_s, "workers": 2, "cpus": os.cpu_count(), **started,
-            "load_average_end": os.getloadavg(), "runs": runs, "ratios_on_over_off": ratios,
-            "median_ratio": statistics.median(ratios),
+            "load_average_end": os.getloadavg(), "runs": runs,
+            "rows_logged": rows, "answered_with_log_on": answered_on,
+            "ratios_on_over_off": ratios, "median_ratio": statistics.median(ratios),
             "cost_percent": round((1 - statistics.median(ratios)) * 100, 2),
             "cpu_per_answer_on_over_off": cpu_ratios,
             "cpu_cost_percent": round((statistics.median(cpu_ratios) - 1) * 100, 2)}
@@ -245,10 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab_code.measuring watch_cost",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="on/off pairs (default: 3)")
+    parser.add_argument("--rounds", type=int, default=10, help="on/off pairs (default: 10)")
     parser.add_argument("--clients", type=int, default=64, help="connections (default: 64)")
-    parser.add_argument("--duration", type=float, default=15.0, metavar="SECONDS",
-                        help="measured seconds per run (default: 15)")
+    parser.add_argument("--duration", type=float, default=8.0, metavar="SECONDS",
+                        help="measured seconds per run (default: 8)")
     parser.add_argument("--client", choices=["auto", "wrk", "loadgen"], default="auto",
                         help="the load generator (default: wrk when installed)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
