@@ -35,6 +35,7 @@ from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.recognizer import TextRecognizer, page_text
 from lab_code.serving import corrections, metrics, predictions, runner
 from lab_code.serving.cache import ResultCache
+from lab_code.serving.confidence import read_scored
 from lab_code.serving.errors import ApiError, add_error_handlers
 from lab_code.serving.guard import RequestGuard
 from lab_code.serving.inputs import image_stats
@@ -60,10 +61,14 @@ def load_recognizer(model_path: str | os.PathLike | None = None,
                           threads=serving_threads())
 
 
-def warm_up(recognizer: TextRecognizer) -> None:
+def warm_up(recognizer: TextRecognizer, scored: bool = False) -> None:
     """One pass on a blank line: TorchScript optimizes the graph on its first calls, so a cold
-    start pays for it here rather than in the first request."""
-    recognizer.predict_lines([np.zeros((preprocess.HEIGHT, 4 * preprocess.HEIGHT), np.float32)])
+    start pays for it here rather than in the first request (the scored path too, when the
+    service works out confidences)."""
+    blank = [np.zeros((preprocess.HEIGHT, 4 * preprocess.HEIGHT), np.float32)]
+    recognizer.predict_lines(blank)
+    if scored:
+        read_scored(recognizer, blank)
 
 
 
@@ -120,7 +125,7 @@ def create_app(recognizer: TextRecognizer | None = None, *,
     async def lifespan(app: FastAPI):
         if state["worker"] is None:
             loaded = await run_in_threadpool(load_recognizer, model_path, optimize)
-            await run_in_threadpool(warm_up, loaded)
+            await run_in_threadpool(warm_up, loaded, watched)
             state["worker"] = ModelWorker(loaded, scored=watched)
             if watch is not None:
                 watch.ready(state["worker"].version, [r.path for r in app.routes])
