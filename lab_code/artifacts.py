@@ -1,6 +1,7 @@
-"""The files both sides of the course agree on: the compiled model's file name and where the
-package bundles it, how a TorchScript file is loaded, how a file's content is hashed and checked,
-and the layout of the model registry (folders, aliases.json, manifest.json) with W&B's settings.
+"""The files both sides of the course agree on: the compiled model's file names (TorchScript and
+ONNX) and where the package bundles them, how each is loaded, how a file's content is hashed and
+checked, and the layout of the model registry (folders, aliases.json, manifest.json) with W&B's
+settings.
 
 Training writes these files (lab_code.training.stage_model) and serving reads them
 (lab_code.registry); neither side owns this module.
@@ -17,16 +18,30 @@ import warnings
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads only where a TorchScript file is loaded: ONNX needs none
+    import onnxruntime
+    import torch
 
 MODEL_FILE = "text_recognizer.pt"
+# The same weights exported to ONNX (logits only; lab_code.ctc decodes): what production runs
+# with onnxruntime, numpy and Pillow, without torch. The manifest's "onnx" entry records it.
+ONNX_FILE = "text_recognizer.onnx"
+# What the ONNX file says of itself in its metadata (the TorchScript file keeps these as
+# attributes): the characters of classes 1..n, as JSON, and the line height it reads.
+ONNX_CHARSET_KEY, ONNX_HEIGHT_KEY = "charset", "height"
 TORCHSCRIPT_DEPRECATION = r".*is deprecated\. Please (switch to|use) `?torch\.(compile|export)"
 
 
 def bundled_model_path() -> Path:
     """The TorchScript model that ships inside the package."""
     return Path(str(resources.files("lab_code").joinpath("artifacts", MODEL_FILE)))
+
+
+def bundled_onnx_path() -> Path:
+    """The ONNX export of the same model, shipped beside it."""
+    return bundled_model_path().with_name(ONNX_FILE)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -54,6 +69,8 @@ def quiet_torchscript() -> Iterator[None]:
 
 def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
     """Load a TorchScript file on the CPU, in eval mode; one clear error if it is not one."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -71,11 +88,44 @@ def optimize_for_cpu(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     """The module frozen (weights and attributes become constants, batch norms fold into the
     convolutions) and rewritten for inference on the CPU (oneDNN layouts, fused ops): same text,
     about half the time on this course's model. The result cannot be saved and loaded again, so
-    it is made at load time; `height` stays readable."""
+    it is made at load time; `height` stays readable, and `logits` (per-step class scores, for
+    lab_code.ctc's scored decoding) stays callable."""
+    import torch
+
     with quiet_torchscript():
-        kept = [name for name in ("height",) if hasattr(module, name)]
+        kept = [name for name in ("height", "logits") if hasattr(module, name)]
         frozen = torch.jit.freeze(module.eval(), preserved_attrs=kept)
-        return torch.jit.optimize_for_inference(frozen)
+        methods = [name for name in ("logits",) if name in kept]
+        return torch.jit.optimize_for_inference(frozen, other_methods=methods)
+
+
+def load_onnx(path: str | os.PathLike, threads: int = 1) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime CPU session for an ONNX file; one clear error if onnxruntime is missing
+    or the file is not a model.
+
+    Its operators run on `threads` threads of the session's own pool (not OpenMP's, and not
+    per calling thread as torch's count is: the session keeps it whichever thread calls it).
+    Spinning is off: by default the pool's threads spin for a while after each call, waiting
+    for the next one, which costs a shared or small machine the cores other work needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No ONNX model at {path}: run `make model`, or pass the path of "
+                                "an .onnx file exported by lab_code.training.export.")
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ValueError("onnxruntime is not installed: pip install onnxruntime, or serve the "
+                         "TorchScript file (.pt) instead.") from err
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # only used when a graph runs branches in parallel: never
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: its notes on graph rewrites are not for users
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own kinds (InvalidProtobuf, Fail, ...)
+        raise ValueError(f"{path} is not an ONNX model onnxruntime can load "
+                         f"({type(err).__name__}).") from err
 
 
 WANDB_PROJECT_ENV = "WANDB_PROJECT"

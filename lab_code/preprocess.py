@@ -398,15 +398,21 @@ def line_array(img: Image.Image) -> np.ndarray:
     return crop_line(ink, box)
 
 
-def batch(arrays: Sequence[np.ndarray], multiple_of: int = 1) -> torch.Tensor:
-    """Stack line arrays into a (B, 1, HEIGHT, W) tensor, right-padded with background, so that
-    every line ends in at least TAIL_PAD columns of background; W = W_max + TAIL_PAD, rounded up
-    to a multiple of `multiple_of` (few distinct widths let a compiled model reuse its plans)."""
-    import torch  # here, so that a frontend that only forwards images never loads torch
-
+def batch_array(arrays: Sequence[np.ndarray], multiple_of: int = 1) -> np.ndarray:
+    """Stack line arrays into a (B, 1, HEIGHT, W) float32 array, right-padded with background, so
+    that every line ends in at least TAIL_PAD columns of background; W = W_max + TAIL_PAD, rounded
+    up to a multiple of `multiple_of` (few distinct widths let a compiled model reuse its plans).
+    numpy only: the ONNX runtime feeds it to onnxruntime as it is, without torch."""
     width = max(a.shape[1] for a in arrays) + TAIL_PAD
     width = -(-width // multiple_of) * multiple_of
-    out = torch.zeros(len(arrays), 1, HEIGHT, width)
+    out = np.zeros((len(arrays), 1, HEIGHT, width), dtype=np.float32)
     for i, a in enumerate(arrays):
-        out[i, 0, :, : a.shape[1]] = torch.from_numpy(a)
+        out[i, 0, :, : a.shape[1]] = a
     return out
+
+
+def batch(arrays: Sequence[np.ndarray], multiple_of: int = 1) -> torch.Tensor:
+    """batch_array as a torch tensor (sharing its memory): for TorchScript and training."""
+    import torch  # here, so that a frontend that only forwards images never loads torch
+
+    return torch.from_numpy(batch_array(arrays, multiple_of))

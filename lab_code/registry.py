@@ -3,6 +3,7 @@ registry, and only after its sha256 matches its manifest. The production side of
 (lab_code.training.stage_model writes it); it never imports the training code.
 
     python -m lab_code.registry --name text-recognizer --alias latest --out model.pt
+    python -m lab_code.registry --format onnx --out model.onnx   # its ONNX export, for onnxruntime
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from lab_code.artifacts import (
     DEFAULT_REGISTRY,
     MANIFEST_FILE,
     MODEL_FILE,
+    ONNX_FILE,
     RegistryError,
     model_folder,
     read_aliases,
@@ -26,17 +28,34 @@ from lab_code.artifacts import (
     wandb_project,
 )
 
+FORMATS = ("torchscript", "onnx")
+
+
+def file_entry(manifest: dict, fmt: str = "torchscript") -> dict:
+    """{"file", "sha256"} of a staged version's file in `fmt`: the TorchScript file, or its ONNX
+    export (RegistryError when the version was staged without one)."""
+    if fmt == "onnx":
+        if not manifest.get("onnx"):
+            raise RegistryError(f"{manifest.get('name')} {manifest.get('version')} was staged "
+                                "without an ONNX file: stage it again, or fetch --format "
+                                "torchscript.")
+        return manifest["onnx"]
+    return {"file": manifest["file"], "sha256": manifest["sha256"]}
+
 
 def fetch(name: str = DEFAULT_MODEL_NAME, alias: str = "latest",
           out: str | os.PathLike = MODEL_FILE, registry: str | os.PathLike = DEFAULT_REGISTRY,
-          wandb: str = "auto") -> tuple[Path, str]:
-    """Copy a staged model to `out`, from W&B when online, else from the local registry.
+          wandb: str = "auto", fmt: str = "torchscript") -> tuple[Path, str]:
+    """Copy a staged model to `out` (`fmt`: its TorchScript file or its ONNX export), from W&B
+    when online, else from the local registry.
 
     Returns (path, where it came from). The file's sha256 must match its manifest.
     """
     out = Path(out)
+    if fmt not in FORMATS:
+        raise RegistryError(f"The format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
     if wandb_mode(wandb) == "online":
-        return _fetch_wandb(name, alias, out), f"W&B project {wandb_project()}"
+        return _fetch_wandb(name, alias, out, fmt), f"W&B project {wandb_project()}"
     aliases = read_aliases(registry, name)
     if alias not in aliases:
         known = ", ".join(sorted(aliases)) or "none"
@@ -44,12 +63,12 @@ def fetch(name: str = DEFAULT_MODEL_NAME, alias: str = "latest",
                             f"{known}); stage one with `python -m lab_code.training stage_model "
                             "--checkpoint CKPT`.")
     folder = model_folder(registry, name) / aliases[alias]
-    manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    verified_copy(folder / manifest["file"], manifest["sha256"], out)
+    entry = file_entry(json.loads((folder / MANIFEST_FILE).read_text()), fmt)
+    verified_copy(folder / entry["file"], entry["sha256"], out)
     return out, f"the local registry at {registry} ({name} {aliases[alias]})"
 
 
-def _fetch_wandb(name: str, alias: str, out: Path) -> Path:
+def _fetch_wandb(name: str, alias: str, out: Path, fmt: str = "torchscript") -> Path:
     import wandb
 
     try:
@@ -59,7 +78,8 @@ def _fetch_wandb(name: str, alias: str, out: Path) -> Path:
         raise RegistryError(f"Could not fetch {name}:{alias} from W&B ({type(err).__name__}): "
                             "check your network and WANDB_API_KEY, or use --wandb off to "
                             "fetch from the local registry.") from err
-    return verified_copy(folder / MODEL_FILE, artifact.metadata["sha256"], out)
+    entry = file_entry({**artifact.metadata, "file": MODEL_FILE}, fmt)
+    return verified_copy(folder / entry["file"], entry["sha256"], out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,8 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alias", default="latest", help="alias to fetch (default: latest)")
     parser.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY,
                         help="local registry folder (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path(MODEL_FILE),
-                        help="where to write the model (default: %(default)s)")
+    parser.add_argument("--format", dest="fmt", choices=FORMATS, default="torchscript",
+                        help="the TorchScript file (lessons 01-06) or its ONNX export (what the "
+                             "services run with onnxruntime) (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"where to write the model (default: {MODEL_FILE}, or {ONNX_FILE} "
+                             "with --format onnx)")
     parser.add_argument("--wandb", choices=["auto", "online", "offline", "off"], default="auto",
                         help="auto = from W&B with WANDB_API_KEY, else from the local registry")
     return parser
@@ -79,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out = args.out or Path(ONNX_FILE if args.fmt == "onnx" else MODEL_FILE)
     try:
-        path, source = fetch(args.name, args.alias, args.out, args.registry, args.wandb)
+        path, source = fetch(args.name, args.alias, out, args.registry, args.wandb, args.fmt)
     except RegistryError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

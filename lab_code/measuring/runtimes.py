@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import logging
 import os
 import shutil
@@ -21,7 +20,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from lab_code.artifacts import optimize_for_cpu
+from lab_code.artifacts import load_onnx, optimize_for_cpu
+from lab_code.training.export import export_onnx, forget_lstm_dispatch
 from lab_code.training.model import LineRecognizer, LogitsOnly
 
 BATCH_SIZES = (1, 16)  # the batch sizes built for and timed
@@ -151,17 +151,6 @@ def fits(shape: Sequence[int], ranges: Sequence[Sequence[int | None]]) -> bool:
         lo <= n and (hi is None or n <= hi) for n, (lo, hi) in zip(shape, ranges, strict=True))
 
 
-def forget_lstm_dispatch() -> None:
-    """Empty torch's per-operator dispatch cache of aten.lstm. One torch.export of this model
-    fills it, and a later torch.onnx.export in the same process then follows the cached route
-    and fixes the width to its example's (seen with torch 2.13): each export starts clean."""
-    lstm = torch.ops.aten.lstm
-    for name in lstm.overloads():
-        cache = getattr(getattr(lstm, name), "_dispatch_cache", None)
-        if cache is not None:
-            cache.clear()
-
-
 def build_aoti(ctx: Context) -> Backend:
     if compiler() is None:
         raise Unavailable("AOTInductor needs a C++ compiler: install g++ (apt-get install g++) "
@@ -194,16 +183,6 @@ def build_aoti(ctx: Context) -> Backend:
                    {"input_ranges": ranges, "size_mb": size_mb})
 
 
-def ort_session(path: Path, threads: int):
-    """An ONNX Runtime CPU session running its operators on `threads` threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def build_onnxruntime(ctx: Context) -> Backend:
     try:
         import onnxruntime as ort
@@ -211,21 +190,13 @@ def build_onnxruntime(ctx: Context) -> Backend:
         raise Unavailable("onnxruntime is not installed: pip install onnxruntime "
                           "(or the package's 'fast' extra).") from err
     path = ctx.workdir / "model.onnx"
-    dims = {"images": {0: torch.export.Dim("batch"), 3: torch.export.Dim("width")}}
-    small = ctx.example[:2, ..., :64].contiguous()  # both dims are dynamic: a small example
-    forget_lstm_dispatch()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # its progress lines
-            program = torch.onnx.export(LogitsOnly(ctx.eager).eval(), (small,), dynamo=True,
-                                        input_names=["images"], output_names=["logits"],
-                                        dynamic_shapes=dims)
+    try:  # the exporter and session production uses (lab_code.recognizer.OnnxRecognizer)
+        export_onnx(ctx.eager, path)
     except ImportError as err:
         raise Unavailable(f"torch.onnx.export needs onnx and onnxscript ({err}): pip install "
                           "onnx onnxscript.") from err
-    program.save(str(path))
-    shape = program.model_proto.graph.input[0].type.tensor_type.shape.dim
-    sizes = [d.dim_param or d.dim_value for d in shape]  # a name where the size is dynamic
-    session = ort_session(path, ctx.threads)
+    session = load_onnx(path, ctx.threads)
+    sizes = session.get_inputs()[0].shape  # a name where the size is dynamic
 
     def logits(images: Tensor) -> Tensor:
         return torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
@@ -233,10 +204,12 @@ def build_onnxruntime(ctx: Context) -> Backend:
     size_mb = round(path.stat().st_size / 1e6, 2)
     return Backend("onnxruntime", lambda x: ctx.eager.decode(logits(x)), logits,
                    f".onnx file ({size_mb} MB); loads with onnxruntime alone (no torch), any "
-                   "batch and width; the CTC decoding is a few lines of numpy there",
+                   "batch and width; the CTC decoding is a few lines of numpy there "
+                   "(lab_code.ctc): what production ships",
                    {"exporter": "torch.onnx.export(dynamo=True), the default since torch 2.9",
                     "input_sizes": sizes, "onnxruntime": ort.__version__,
-                    "intra_op_num_threads": ctx.threads, "size_mb": size_mb})
+                    "intra_op_num_threads": ctx.threads, "spinning": "off",
+                    "size_mb": size_mb})
 
 
 def build_int8(ctx: Context) -> Backend:

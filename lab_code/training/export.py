@@ -1,26 +1,39 @@
-"""Compile a trained checkpoint: TorchScript with `torch.jit.script` (what the course ships),
+"""Compile a trained checkpoint: TorchScript with `torch.jit.script` (what lessons 01-06 load),
 `torch.jit.trace` for contrast (and what it gets wrong here), an eager-vs-compiled parity check,
-and `torch.export` (.pt2), the maintained successor, side by side.
+`torch.export` (.pt2), the maintained successor, and ONNX (what production runs with onnxruntime,
+no torch: lesson 07), side by side.
 
     python -m lab_code.training export runs/recognizer/checkpoint.pt --out model.pt --pt2 model.pt2
+    python -m lab_code.training export runs/recognizer/checkpoint.pt --onnx model.onnx
 
 TorchScript is deprecated since torch 2.13 (it still works, and loads without Python model code);
-new projects should prefer `torch.export`. This course teaches both.
+new projects should prefer `torch.export` and the ONNX exporter built on it. This course teaches
+all three.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import logging
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from lab_code import preprocess
-from lab_code.artifacts import load_torchscript, quiet_torchscript
+from lab_code import ctc, preprocess
+from lab_code.artifacts import (
+    ONNX_CHARSET_KEY,
+    ONNX_HEIGHT_KEY,
+    load_torchscript,
+    quiet_torchscript,
+)
 from lab_code.training import data
 from lab_code.training.model import LineRecognizer, LogitsOnly
 from lab_code.training.train import load_checkpoint
@@ -165,6 +178,86 @@ def load_pt2(path: str | Path) -> torch.nn.Module:
     return torch.export.load(str(path)).module()
 
 
+def forget_lstm_dispatch() -> None:
+    """Empty torch's per-operator dispatch cache of aten.lstm. One torch.export of this model
+    fills it, and a later torch.onnx.export in the same process then follows the cached route
+    and fixes the width to its example's (seen with torch 2.13): each export starts clean."""
+    lstm = torch.ops.aten.lstm
+    for name in lstm.overloads():
+        cache = getattr(getattr(lstm, name), "_dispatch_cache", None)
+        if cache is not None:
+            cache.clear()
+
+
+ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The ONNX exporter's progress lines (stdout), its log lines and torch.export's notes about
+    the LSTM's weights and deprecated helpers: none of them is about this model."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def export_onnx(model: LineRecognizer, path: str | Path) -> Path:
+    """Export the tensor part (images -> logits) to one ONNX file with torch.onnx.export's
+    current exporter (dynamo=True, built on torch.export; the default since torch 2.9), any
+    batch size and any width. The file records the charset and line height in its metadata, so
+    onnxruntime plus lab_code.ctc read text from it with nothing else (no torch, no model code).
+
+    A model whose output is text cannot be exported (the exporter captures tensor graphs only):
+    the decoding is lab_code.ctc's, in numpy, with the TorchScript model's own rule."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, 1, preprocess.HEIGHT, 64)  # both sizes are dynamic: a small example
+    dims = {ONNX_INPUT: {0: torch.export.Dim("batch"), 3: torch.export.Dim("width")}}
+    forget_lstm_dispatch()
+    with _quiet_exporter():
+        program = torch.onnx.export(LogitsOnly(model.eval()), (example,), dynamo=True,
+                                    input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                                    dynamic_shapes=dims, external_data=False)
+    program.model.metadata_props[ONNX_CHARSET_KEY] = json.dumps(list(model.charset))
+    program.model.metadata_props[ONNX_HEIGHT_KEY] = str(model.height)
+    with _quiet_exporter():
+        program.save(str(path), external_data=False)
+    return path
+
+
+@dataclass
+class OnnxParity:
+    max_abs_diff: float  # largest difference between eager and ONNX Runtime logits
+    same_text: bool  # does lab_code.ctc's decoding of ORT's logits give the eager model's text?
+
+    @property
+    def ok(self) -> bool:
+        return self.same_text and self.max_abs_diff < 1e-3
+
+
+@torch.inference_mode()
+def check_onnx_parity(eager: LineRecognizer, path: str | Path, batch: Tensor) -> OnnxParity:
+    """Run the ONNX file with onnxruntime on `batch` and compare with the eager model."""
+    from lab_code.artifacts import load_onnx
+
+    eager.eval()
+    session = load_onnx(path, threads=1)
+    logits = session.run(None, {ONNX_INPUT: batch.numpy()})[0]
+    diff = float(np.abs(logits - eager.logits(batch).numpy()).max())
+    texts = [text for text, _ in ctc.greedy(logits, list(eager.charset))]
+    return OnnxParity(diff, texts == eager(batch))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab_code.training export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("text_recognizer.pt"),
                         help="TorchScript file to write (default: %(default)s)")
     parser.add_argument("--pt2", type=Path, default=None, help="also write a torch.export .pt2")
+    parser.add_argument("--onnx", type=Path, default=None,
+                        help="also write an ONNX file (logits; onnxruntime runs it without torch)")
     parser.add_argument("--pt2-width", type=int, default=128,
                         help="line width in pixels the .pt2 program is made for (default: 128)")
     parser.add_argument("--show-trace", action="store_true",
@@ -195,11 +290,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.pt2:
         export_pt2(model, args.pt2, batch, width=args.pt2_width)
         print(f"wrote {args.pt2} with torch.export ({args.pt2.stat().st_size / 1e6:.2f} MB)")
+    ok = parity.ok
+    if args.onnx:
+        export_onnx(model, args.onnx)
+        onnx_parity = check_onnx_parity(model, args.onnx, batch)
+        ok = ok and onnx_parity.ok
+        print(f"wrote {args.onnx} with torch.onnx.export(dynamo=True) "
+              f"({args.onnx.stat().st_size / 1e6:.2f} MB); parity with eager: max |diff| "
+              f"{onnx_parity.max_abs_diff:.2e}, same text: {onnx_parity.same_text}")
     if args.show_trace:
         report = trace_pitfalls(model, batch)
         for key, value in vars(report).items():
             print(f"{key}: {value}")
-    return 0 if parity.ok else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

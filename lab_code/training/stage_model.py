@@ -1,9 +1,12 @@
-"""Stage a trained model (the training side of the registry): compile a checkpoint to TorchScript,
-store it in the local model registry as its next version with a manifest (sha256, metrics, source,
-time, code version), point an alias at it, and log it to W&B as an artifact of its training run
-when W&B is available. Serving gets it back, verified, with lab_code.registry.
+"""Stage a trained model (the training side of the registry): compile a checkpoint to TorchScript
+and export it to ONNX, store both in the local model registry as its next version with a manifest
+(each file's sha256, metrics, source, time, code version), point an alias at it, and log it to
+W&B as an artifact of its training run when W&B is available. Serving gets it back, verified,
+with lab_code.registry.
 
     python -m lab_code.training stage_model --checkpoint runs/recognizer/checkpoint.pt
+    python -m lab_code.training stage_model --checkpoint models/text_recognizer_checkpoint.pt \
+        --onnx-only    # re-export the bundled model's ONNX file from its own checkpoint
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from lab_code.artifacts import (
     DEFAULT_REGISTRY,
     MANIFEST_FILE,
     MODEL_FILE,
+    ONNX_FILE,
     RegistryError,
     bundled_model_path,
     model_folder,
@@ -80,6 +84,7 @@ def stage(checkpoint: str | os.PathLike, name: str = DEFAULT_MODEL_NAME, alias: 
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "torch_version": torch.__version__,
+        "onnx": onnx_entry(model, folder),
         "wandb": None,
     }
     mode = wandb_mode(wandb)
@@ -89,6 +94,56 @@ def stage(checkpoint: str | os.PathLike, name: str = DEFAULT_MODEL_NAME, alias: 
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     aliases = read_aliases(registry, name) | {alias: version}  # the only place an alias lives
     (model_folder(registry, name) / ALIASES_FILE).write_text(json.dumps(aliases, indent=2))
+    return manifest
+
+
+def onnx_entry(model, folder: Path) -> dict:
+    """Export `model` (the eager LineRecognizer) to ONNX in `folder`, check it reads the example
+    lines as the model does, and describe it for the manifest (file, sha256, size, exporter)."""
+    from lab_code.training.export import check_onnx_parity, example_batch, export_onnx
+
+    try:
+        import onnxruntime
+        import onnxscript  # noqa: F401 - the exporter needs it
+    except ImportError as err:
+        raise StagingError(f"Exporting to ONNX needs onnx, onnxscript and onnxruntime ({err}): "
+                           'pip install -e ".[fast]".') from err
+    path = export_onnx(model, folder / ONNX_FILE)
+    parity = check_onnx_parity(model, path, example_batch()[0])
+    if not parity.ok:
+        raise StagingError(f"The ONNX export reads differently from the model (max |diff| "
+                           f"{parity.max_abs_diff:.1e}, same text: {parity.same_text}): it is "
+                           "not staged; report the torch and onnxruntime versions.")
+    return {"file": ONNX_FILE, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+            "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+            "onnxruntime_version": onnxruntime.__version__,
+            "max_abs_logit_diff": round(parity.max_abs_diff, 8)}
+
+
+def add_onnx(checkpoint: str | os.PathLike, folder: str | os.PathLike | None = None) -> dict:
+    """Export the ONNX file of a model already staged or bundled (`folder`, default the
+    package's artifacts) from `checkpoint`, which must be the one its manifest names (same
+    sha256): the same weights, the same lineage. Records it in the manifest; returns that."""
+    from lab_code.training.train import load_checkpoint
+
+    checkpoint = Path(checkpoint)
+    folder = Path(folder) if folder is not None else bundled_model_path().parent
+    manifest_path = folder / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise StagingError(f"No {MANIFEST_FILE} in {folder}: stage the model first "
+                           "(--checkpoint CKPT without --onnx-only).")
+    if not checkpoint.is_file():
+        raise StagingError(f"No checkpoint at {checkpoint}: pass the one the model was staged "
+                           "from.")
+    manifest = json.loads(manifest_path.read_text())
+    expected = manifest.get("source_checkpoint", {}).get("sha256")
+    if sha256_file(checkpoint) != expected:
+        raise StagingError(f"{checkpoint} is not the checkpoint {folder / manifest['file']} was "
+                           f"made from (its manifest names {expected and expected[:12]}...): "
+                           "pass that one, or stage this checkpoint as a new version.")
+    model, _ = load_checkpoint(checkpoint)
+    manifest["onnx"] = onnx_entry(model, folder)
+    manifest_path.write_text(json.dumps(manifest, indent=2))
     return manifest
 
 
@@ -103,6 +158,8 @@ def log_artifact(model_path: Path, manifest: dict, run_id: str | None, mode: str
     artifact = wandb.Artifact(manifest["name"], type="model",
                               metadata={k: v for k, v in manifest.items() if k != "wandb"})
     artifact.add_file(str(model_path), name=MODEL_FILE)
+    if manifest.get("onnx"):
+        artifact.add_file(str(model_path.with_name(ONNX_FILE)), name=ONNX_FILE)
     run.log_artifact(artifact, aliases=[alias])
     info = {"mode": mode, "project": project, "run_id": run.id,
             "linked_to_training_run": bool(run_id)}
@@ -111,9 +168,15 @@ def log_artifact(model_path: Path, manifest: dict, run_id: str | None, mode: str
 
 
 def bundle(manifest: dict, registry: str | os.PathLike = DEFAULT_REGISTRY) -> Path:
-    """Copy a staged model into the package (lab_code/artifacts) with its manifest."""
+    """Copy a staged model (its TorchScript and ONNX files) into the package (lab_code/artifacts)
+    with its manifest."""
     folder = model_folder(registry, manifest["name"]) / manifest["version"]
     target = verified_copy(folder / manifest["file"], manifest["sha256"], bundled_model_path())
+    onnx = manifest.get("onnx")
+    if onnx:
+        verified_copy(folder / onnx["file"], onnx["sha256"], target.parent / onnx["file"])
+    else:  # a version staged before ONNX: no stale export may stay beside the new model
+        (target.parent / ONNX_FILE).unlink(missing_ok=True)
     (target.parent / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return target
 
@@ -133,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="W&B logging: auto = online with WANDB_API_KEY, else offline")
     parser.add_argument("--bundle", action="store_true",
                         help="also copy the staged model into the package (maintainers)")
+    parser.add_argument("--onnx-only", action="store_true",
+                        help="stage nothing: export the ONNX file of the model bundled in the "
+                             "package from --checkpoint (the one its manifest names) and record "
+                             "it in the manifest (maintainers)")
     return parser
 
 
@@ -143,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint is None:
             parser.error("give --checkpoint CKPT to stage a model (python -m lab_code.registry "
                          "fetches one)")
+        if args.onnx_only:
+            manifest = add_onnx(args.checkpoint)
+            onnx = manifest["onnx"]
+            print(f"exported {bundled_model_path().with_name(onnx['file'])} from "
+                  f"{args.checkpoint} (sha256 {onnx['sha256'][:12]}..., "
+                  f"{onnx['size_bytes'] / 1e6:.2f} MB), recorded in its manifest")
+            return 0
         manifest = stage(args.checkpoint, args.name, args.alias, args.registry, args.wandb)
     except RegistryError as err:
         print(f"error: {err}", file=sys.stderr)
