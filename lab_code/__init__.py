@@ -13,7 +13,7 @@ The folders are the sides, and the file list says which code runs in production:
   LitServe's batching variant (`batching`), the helpers that start servers (`ports`,
   `processes`), and what watches it in production (lesson 08): `metrics` (the names, for
   Prometheus), `emf` (the same names in Lambda), `predictions` (the log), `inputs`,
-  `confidence`, `drift`, `corrections`, `feedback` (the UI's side) and `watch` (the hooks);
+  `drift`, `corrections`, `feedback` (the UI's side) and `watch` (the hooks);
 - `training/` makes the model: `charset`, `data`, `fonts`, `model`, `train`, `export`,
   `stage_model`, `evaluate`, `metrics`, and the Tesseract benchmark (`tesseract`);
 - `measuring/` observes and never serves: `profiling` and `traces` (lesson 02), `environment`

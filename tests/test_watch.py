@@ -17,13 +17,11 @@ from pathlib import Path
 import numpy as np
 import postgres
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from lab_code import images
 from lab_code.serving import corrections, drift, emf, metrics, ports, predictions, serverless
-from lab_code.serving.confidence import greedy, read_scored
 from lab_code.serving.watch import Watch, WatchConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -286,24 +284,14 @@ def test_the_emf_check_can_fail():
 
 
 # --- confidence and drift ----------------------------------------------------------------------
-def test_greedy_decoding_merges_repeats_drops_blanks_and_scores_the_path():
-    charset = ["a", "b"]
-    probs = torch.tensor([[[0.1, 0.8, 0.1], [0.1, 0.6, 0.3], [0.9, 0.05, 0.05],
-                           [0.2, 0.1, 0.7]]])
-    (text, conf), = greedy(torch.log(probs), charset)
-    assert text == "ab" and conf == pytest.approx((0.8 + 0.6 + 0.7) / 3, abs=1e-6)
-    (empty, conf), = greedy(torch.log(torch.tensor([[[0.9, 0.1, 0.0]]])), charset)
-    assert empty == "" and conf == pytest.approx(0.9)
-
-
 def test_scored_readings_match_the_model_and_confidence_drops_on_a_bad_picture(recognizer):
     lines = images.lines_from(PAGE)
-    scored = read_scored(recognizer, lines)
+    scored = recognizer.predict_lines_scored(lines)
     assert [t for t, _ in scored] == recognizer.predict_lines(lines)
     noise = np.random.default_rng(0).integers(0, 255, (40, 300)).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(noise).save(buf, format="PNG")
-    blurred = read_scored(recognizer, images.lines_from(buf.getvalue()) or lines[:0])
+    blurred = recognizer.predict_lines_scored(images.lines_from(buf.getvalue()) or lines[:0])
     assert min(c for _, c in scored) > 0.9
     assert not blurred or min(c for _, c in blurred) < min(c for _, c in scored)
 

@@ -29,7 +29,6 @@ from lab_code import images
 from lab_code.artifacts import sha256_file
 from lab_code.recognizer import TextRecognizer, page_text
 from lab_code.serving import drift
-from lab_code.serving.confidence import read_scored
 from lab_code.serving.inputs import DRIFT_STATS, image_stats
 
 # The families the model was accepted on, and how the real-world set is split between the
@@ -65,7 +64,7 @@ def measure(recognizer: TextRecognizer, img, truth: str, size: int | None) -> di
 
     stats = image_stats(img)
     lines = images.page_lines(img)
-    scored = read_scored(recognizer, lines) if lines else []
+    scored = recognizer.predict_lines_scored(lines) if lines else []
     text = page_text([t for t, _ in scored])
     confidences = [round(c, 4) for _, c in scored]
     return {**{k: stats[k] for k in ("brightness", "contrast", "ink_share", "height")},

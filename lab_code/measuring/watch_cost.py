@@ -140,7 +140,6 @@ def component_costs(images_n: int = 30, repeats: int = 3) -> dict[str, float]:
     screenshots. Timed with the process' CPU clock, so other work on the machine matters less."""
     from lab_code import images
     from lab_code.serving import serverless
-    from lab_code.serving.confidence import read_scored
     from lab_code.serving.inputs import image_stats
     from lab_code.serving.watch import Watch, WatchConfig
 
@@ -162,7 +161,7 @@ def component_costs(images_n: int = 30, repeats: int = 3) -> dict[str, float]:
 
     def model() -> None:
         for one in lines:
-            read_scored(recognizer, one)
+            recognizer.predict_lines_scored(one)
 
     def watching() -> None:
         for i, picture in enumerate(pictures):

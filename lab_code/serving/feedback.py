@@ -38,13 +38,12 @@ def read_and_log(recognizer, watch, img: Image.Image) -> tuple[str, str]:
     """Read `img` with the local recognizer and log the prediction (source "ui"); returns the
     text and the prediction id."""
     from lab_code.recognizer import page_text
-    from lab_code.serving.confidence import read_scored
 
     timings: dict[str, float] = {}
     with stage(timings, "lines"):
         lines = recognizer.image_lines(img)
     with stage(timings, "model"):
-        scored = read_scored(recognizer, lines)
+        scored = recognizer.predict_lines_scored(lines)
     text = page_text([t for t, _ in scored])
     prediction_id = new_id()
     stats = {**image_stats(img), "bytes": None}

@@ -35,7 +35,6 @@ from lab_code.artifacts import bundled_model_path, model_version
 from lab_code.recognizer import TextRecognizer, page_text
 from lab_code.serving import corrections, metrics, predictions, runner
 from lab_code.serving.cache import ResultCache
-from lab_code.serving.confidence import read_scored
 from lab_code.serving.errors import ApiError, add_error_handlers
 from lab_code.serving.guard import RequestGuard
 from lab_code.serving.inputs import image_stats
@@ -68,7 +67,7 @@ def warm_up(recognizer: TextRecognizer, scored: bool = False) -> None:
     blank = [np.zeros((preprocess.HEIGHT, 4 * preprocess.HEIGHT), np.float32)]
     recognizer.predict_lines(blank)
     if scored:
-        read_scored(recognizer, blank)
+        recognizer.predict_lines_scored(blank)
 
 
 

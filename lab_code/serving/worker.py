@@ -10,7 +10,6 @@ import numpy as np
 
 from lab_code.artifacts import model_version
 from lab_code.recognizer import TextRecognizer
-from lab_code.serving.confidence import read_scored
 from lab_code.timings import stage
 
 
@@ -46,7 +45,7 @@ class ModelWorker:
         try:
             with stage(timings, "model"):  # each line's (text, confidence or None)
                 if self.scored:
-                    return read_scored(self.recognizer, lines)
+                    return self.recognizer.predict_lines_scored(lines)
                 return [(text, None) for text in self.recognizer.predict_lines(lines)]
         finally:
             self._busy_since = None
