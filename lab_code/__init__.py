@@ -11,13 +11,16 @@ The folders are the sides, and the file list says which code runs in production:
 - `serving/` runs in production: the HTTP backend (`serverless`, with one room per idea beside
   it: `limits`, `schemas`, `errors`, `cache`, `worker`, `guard`, `logs`, `runner`), its Lambda
   entry (`lambda_function`, `lambda_adapter`), the Gradio UI (`app`), the ngrok `tunnel`,
-  LitServe's batching variant (`batching`), and the helpers that start servers (`ports`,
-  `processes`);
+  LitServe's batching variant (`batching`), the helpers that start servers (`ports`,
+  `processes`), and what watches it in production (lesson 08): `metrics` (the names, for
+  Prometheus), `emf` (the same names in Lambda), `predictions` (the log), `inputs`,
+  `drift`, `corrections`, `feedback` (the UI's side) and `watch` (the hooks);
 - `training/` makes the model: `charset`, `data`, `fonts`, `model`, `train`, `export`,
   `stage_model`, `evaluate`, `metrics`, and the Tesseract benchmark (`tesseract`);
 - `measuring/` observes and never serves: `profiling` and `traces` (lesson 02), `environment`
   (lesson 00), `cpu_compile` with `runtimes` and `flops`, `loadgen`, `stages`,
-  `service_benchmark` and `costs` (lesson 07);
+  `service_benchmark` and `costs` (lesson 07), `reference`, `drift_report`, `prometheus`, `day`,
+  `panels` and `watch_cost` (lesson 08);
 - `dockerfile/` explains and lints the course's Dockerfiles (lesson 06).
 
 The core and `serving/` never import `training/` or `measuring/`: a compiled model runs without

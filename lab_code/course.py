@@ -58,6 +58,10 @@ LESSONS: tuple[Lesson, ...] = (
            "find where a request's time goes, compile for the CPU, tune threads vs workers "
            "and dodge the thread trap, measure on a busy machine, ship the model on ONNX "
            "Runtime without torch, price Lambda vs a server"),
+    Lesson("08", "watch", "Watch it in production", "Watch it in production", 90,
+           "expose metrics a real Prometheus scrapes (EMF lines in Lambda), test alerting rules, "
+           "log every prediction without keeping content, collect corrections with consent, "
+           "check confidence and input drift, replay a day and watch the alerts fire"),
 )
 
 # Each box's top border carries the number of the lesson that covers it; a deck draws its own
@@ -87,7 +91,8 @@ PIPELINE = """\
 
 # Boxes of earlier lessons that a lesson reworks, by the first word inside them: its deck draws
 # them in double lines too.
-REVISITS: dict[str, tuple[str, ...]] = {"07": ("recognizer", "serverless")}
+REVISITS: dict[str, tuple[str, ...]] = {"07": ("recognizer", "serverless"),
+                                        "08": ("app", "serverless")}
 
 
 def lesson(number: str) -> Lesson:

@@ -227,12 +227,16 @@ def load_image(source: Image.Image | str | os.PathLike, url_policy=None,
 
 
 def decode_lines(data: bytes, name: str = "the input", limits: WorkLimits = LIMITS,
-                 timings: dict[str, float] | None = None) -> list[np.ndarray]:
+                 timings: dict[str, float] | None = None,
+                 inspect: Callable[[Image.Image], None] | None = None) -> list[np.ndarray]:
     """Image bytes to line arrays: decoded (time "decode" in `timings`) and split into lines
-    ("lines"), within `limits`. This is the work a server runs where a deadline can stop it
-    (lab_code.serving.decoding runs exactly this in a worker process)."""
+    ("lines"), within `limits`; `inspect`, when given, sees the decoded picture first. This is
+    the work a server runs where a deadline can stop it (lab_code.serving.decoding runs exactly
+    this in a worker process)."""
     with stage(timings, "decode"):
         img = open_image_bytes(data, name=name, limits=limits)
+    if inspect is not None:
+        inspect(img)
     with stage(timings, "lines"):
         return page_lines(img, limits)
 
@@ -243,14 +247,16 @@ Decoder = Callable[[bytes, str, WorkLimits, "dict[str, float] | None"], "list[np
 def lines_from(source: bytes | str, *, name: str | None = None, limits: WorkLimits = LIMITS,
                url_policy=None, gate: AbstractContextManager | None = None,
                timings: dict[str, float] | None = None,
-               decoder: Decoder | None = None) -> list[np.ndarray]:
+               decoder: Decoder | None = None,
+               inspect: Callable[[Image.Image], None] | None = None) -> list[np.ndarray]:
     """The line arrays of an image given as bytes or as an http(s) URL: fetched under the URL
     policy (time "read" in `timings`), decoded ("decode") and split into lines ("lines"), every
     step within `limits`; ImageInputError (with its HTTP status) and one sentence otherwise.
     `decoder(data, name, limits, timings)` does the decoding and splitting instead of this
     thread (a server passes its worker processes: lab_code.serving.decoding); `gate` is held
     while this thread does it (a bound on images decoded at once: each can take hundreds of
-    MB); `name` names the input in messages."""
+    MB); `name` names the input in messages; `inspect`, when given, sees the decoded picture
+    here (the service notes its statistics, lesson 08; a decoder does that itself)."""
     if isinstance(source, str):
         name = name or shown(source)
         with stage(timings, "read"):
@@ -258,7 +264,7 @@ def lines_from(source: bytes | str, *, name: str | None = None, limits: WorkLimi
     if decoder is not None:
         return decoder(source, name or "the input", limits, timings)
     with gate or nullcontext():
-        return decode_lines(source, name or "the input", limits, timings)
+        return decode_lines(source, name or "the input", limits, timings, inspect)
 
 
 def _row_bands(ink: np.ndarray) -> int:

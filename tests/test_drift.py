@@ -529,6 +529,7 @@ KNOWN_ROUTES = {
     "/gradio_api/info": ("tests/test_app.py", ""),
     "/gradio_api/openapi.json": ("tests/test_app.py", ""),
     "/health": ("tests/test_serverless.py", ""),
+    "/metrics": ("tests/test_watch.py", ""),
     "/2015-03-31/functions/function/invocations": ("tests/test_serverless.py", ""),
     "/data/plugin/pytorch_profiler/runs": ("tests/test_profiling.py",
                                            "lab_code.measuring.traces.tensorboard_runs"),

@@ -92,8 +92,9 @@ class PredictorBackend:
     answers `POST url {"image": "<base64 PNG>"}` with `{"text": ...}` (or `{"error": ...}`)."""
 
     def __init__(self, url: str | None = None, model_path: str | os.PathLike | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, watch=None) -> None:
         self.url, self.timeout = url, timeout
+        self.watch = watch  # the local model's prediction log (lab_code.serving.watch, lesson 08)
         self._recognizer = None
         if url is None:
             from lab_code.recognizer import TextRecognizer  # torch loads only when needed
@@ -107,15 +108,26 @@ class PredictorBackend:
         return f"PredictorBackend(url={self.url!r})"
 
     def run(self, image: Image.Image) -> str:
-        if self._recognizer is not None:  # line finding runs where the deadline can stop it
-            lines = decoder().image_lines(image, self._recognizer.limits,
-                                          time.monotonic() + DEADLINE_S)
-            return page_text(self._recognizer.predict_lines(lines))
-        return self._post(image)
+        return self.read(image)[0]
 
     __call__ = run
 
-    def _post(self, image: Image.Image) -> str:
+    def read(self, image: Image.Image) -> tuple[str, str | None]:
+        """The text, and the prediction's id in the log that recorded it (None: not logged)."""
+        if self._recognizer is not None:  # line finding runs where the deadline can stop it
+            limits = self._recognizer.limits
+
+            def find_lines() -> list:
+                return decoder().image_lines(image, limits, time.monotonic() + DEADLINE_S)
+
+            if self.watch is not None:
+                from lab_code.serving.feedback import read_and_log
+
+                return read_and_log(self._recognizer, self.watch, image, find_lines)
+            return page_text(self._recognizer.predict_lines(find_lines())), None
+        return self._post(image)
+
+    def _post(self, image: Image.Image) -> tuple[str, str | None]:
         try:
             resp = requests.post(self.url, json={"image": encode_png(image)}, timeout=self.timeout)
         except requests.Timeout as err:
@@ -134,7 +146,7 @@ class PredictorBackend:
             raise BackendError(f"The backend at {self.url} answered HTTP {resp.status_code} "
                                "without JSON: is this the right URL?")
         if resp.status_code == 200 and isinstance(body.get("text"), str):
-            return body["text"]
+            return body["text"], body.get("prediction_id")
         if "error" in body:  # the backend's own one-sentence message
             raise BackendError(str(body["error"]))
         raise BackendError(f"The backend at {self.url} failed with HTTP {resp.status_code}: "
@@ -242,14 +254,19 @@ def check_image(image: Image.Image | None) -> Image.Image:
         raise gr.Error(str(err), print_exception=False) from err
 
 
-def make_predict(predict_fn: Predict) -> Callable[[Image.Image | None], str]:
-    """Wrap a predict function for the UI: check the input, turn errors into messages, log."""
+def make_predict(predict_fn: Predict, feedback=None) -> Callable[[Image.Image | None], str]:
+    """Wrap a predict function for the UI: check the input, turn errors into messages, log; with
+    `feedback` (lesson 08), remember the visitor's prediction id for a correction."""
 
-    def predict(image: Image.Image | None) -> str:
+    def predict(image: Image.Image | None, request: gr.Request) -> str:
         img = check_image(image)
         start = time.perf_counter()
         try:
-            text = predict_fn(img)
+            if feedback is not None:
+                text, prediction_id = predict_fn.read(img)
+                feedback.remember(request.session_hash, img, prediction_id)
+            else:
+                text = predict_fn(img)
         except (BackendError, images.ImageInputError) as err:
             raise gr.Error(str(err), print_exception=False) from err
         except decoding.DecodeTimeout as err:
@@ -261,12 +278,15 @@ def make_predict(predict_fn: Predict) -> Callable[[Image.Image | None], str]:
     return predict
 
 
-def make_frontend(predict_fn: Predict) -> gr.Interface:
+def make_frontend(predict_fn: Predict, feedback=None) -> gr.Blocks:
     """The Gradio page around `predict_fn(PIL image) -> str`, with its API endpoint `/predict`,
-    uploads deleted after DELETE_CACHE; serve it with `launch`, which adds the limits (its own
-    `demo.launch` is routed there too, so it never runs without them)."""
+    CONCURRENCY predictions at once and at most QUEUE_SIZE waiting, uploads deleted after
+    DELETE_CACHE; serve it with `launch`, which adds the limits (its own `demo.launch` is routed
+    there too, so it never runs without them). With `feedback` (lab_code.serving.feedback,
+    lesson 08; `predict_fn` then has `.read`), the page gains "Wrong? Type what it says" and the
+    endpoint `/correct`."""
     demo = gr.Interface(
-        fn=make_predict(predict_fn),
+        fn=make_predict(predict_fn, feedback),
         inputs=image_input(),
         outputs=gr.Textbox(label="Recognized text", lines=3),
         examples=[[str(p)] for p in example_paths()],
@@ -278,6 +298,10 @@ def make_frontend(predict_fn: Predict) -> gr.Interface:
         api_name="predict",
         delete_cache=DELETE_CACHE,
     )
+    if feedback is not None:
+        from lab_code.serving.feedback import with_corrections
+
+        demo = with_corrections(demo, feedback)
     # its own launch gets the limits too
     demo.launch = lambda *args, **kwargs: launch_gradio(demo, *args, **kwargs)
     return demo
@@ -361,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: $BACKEND_URL, else the bundled model)")
     parser.add_argument("--model", type=Path, default=None,
                         help="TorchScript model file for the local model (default: bundled)")
+    parser.add_argument("--watch-db", default=os.environ.get("WATCH_DB") or None,
+                        metavar="PATH_OR_URL",
+                        help="log the local model's predictions and users' corrections here: a "
+                             "SQLite file or postgresql:// URL, or off (default: $WATCH_DB, else "
+                             "watch.sqlite in your data folder; with --backend-url the backend "
+                             "logs them)")
     public = parser.add_argument_group("a public URL (a login is required unless --no-auth)")
     public.add_argument("--share", action="store_true",
                         help="ask Gradio for a temporary public *.gradio.live link")
@@ -388,6 +418,21 @@ def choose_auth(args: argparse.Namespace) -> tuple[str, str] | None:
     print(f"Login: {DEFAULT_USER} / {password}  (generated for this run; "
           "choose your own with --auth USER:PASSWORD)", flush=True)
     return DEFAULT_USER, password
+
+
+def watching(backend_url: str | None, db: str | None):
+    """Lesson 08: the local model's prediction log (a Watch) and the UI's corrections (a
+    Feedback); with a backend URL, the backend logs predictions and stores corrections."""
+    from lab_code.serving.feedback import Feedback
+    from lab_code.serving.predictions import OFF, default_db
+    from lab_code.serving.watch import Watch, WatchConfig
+
+    if db == OFF:
+        return None, None
+    if backend_url is not None:
+        return None, Feedback(backend_url=backend_url)
+    watch = Watch(WatchConfig(prometheus=False, db=db or str(default_db()), profile="off"))
+    return watch, Feedback(log=watch.log)
 
 
 def _stop_on_sigterm() -> None:
@@ -419,12 +464,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {in_use_message(args.host, args.port)}", file=sys.stderr)
         return 1
     try:
-        backend = PredictorBackend(args.backend_url, model_path=args.model)
-    except (FileNotFoundError, ValueError) as err:
+        watch, feedback = watching(args.backend_url, args.watch_db)
+        backend = PredictorBackend(args.backend_url, model_path=args.model, watch=watch)
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     auth = choose_auth(args)
-    demo = make_frontend(backend)
+    demo = make_frontend(backend, feedback)
     _stop_on_sigterm()
     public_url = None
     try:

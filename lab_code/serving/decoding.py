@@ -113,8 +113,14 @@ def _image_from(header: dict[str, Any], raw: bytes) -> Image.Image:
 def _task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
     limits = images.WorkLimits(**header["limits"])
     timings: dict[str, float] = {}
-    if header["task"] == "lines":  # image bytes -> line arrays
-        arrays = images.decode_lines(blobs[0], header["name"], limits, timings)
+    stats: dict[str, float] = {}
+    if header["task"] == "lines":  # image bytes -> line arrays (and the picture's statistics)
+        inspect = None
+        if header.get("stats"):
+            from lab_code.serving.inputs import image_stats
+
+            inspect = lambda img: stats.update(image_stats(img))  # noqa: E731
+        arrays = images.decode_lines(blobs[0], header["name"], limits, timings, inspect)
     elif header["task"] == "image_lines":  # a picture (raw pixels) -> line arrays
         arrays = images.page_lines(_image_from(header, blobs[0]), limits)
     elif header["task"] == "image":  # image bytes -> a checked picture, shrunk to MAX_SIDE
@@ -124,8 +130,8 @@ def _task(header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], l
     else:
         raise ValueError(f"unknown task {header['task']!r}")
     arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
-    return {"ok": True, "shapes": [list(a.shape) for a in arrays], "timings": timings}, \
-        [a.tobytes() for a in arrays]
+    return {"ok": True, "shapes": [list(a.shape) for a in arrays], "timings": timings,
+            "stats": stats}, [a.tobytes() for a in arrays]
 
 
 def _resident_mb() -> float:
@@ -353,15 +359,19 @@ class DecodePool:
                 continue
 
     def lines(self, data: bytes, name: str, limits: images.WorkLimits, deadline: float,
-              timings: dict[str, float] | None = None) -> list[np.ndarray]:
-        """images.decode_lines(data, name, limits) in a worker, by `deadline` (time.monotonic).
+              timings: dict[str, float] | None = None,
+              stats: dict[str, float] | None = None) -> list[np.ndarray]:
+        """images.decode_lines(data, name, limits) in a worker, by `deadline` (time.monotonic);
+        `stats`, when given, gets the decoded picture's statistics (lab_code.serving.inputs).
         What `images.look` refuses from the bytes and the header is refused here, at once,
         without waiting for a worker."""
         images.look(data, name, limits)
-        reply, blobs = self._run({"task": "lines", "name": name, "limits": asdict(limits)},
-                                 [data], deadline)
+        reply, blobs = self._run({"task": "lines", "name": name, "limits": asdict(limits),
+                                  "stats": stats is not None}, [data], deadline)
         if timings is not None:
             timings.update(reply.get("timings", {}))
+        if stats is not None:
+            stats.update(reply.get("stats", {}))
         return _arrays(reply, blobs)
 
     def image(self, data: bytes, name: str, limits: images.WorkLimits,

@@ -45,6 +45,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return error_response(exc.status_code, message, headers=exc.headers)
 
 
+# the body fields of routes other than / (lesson 08's corrections), for validation messages
+ROUTE_FIELDS = {"/corrections": '"prediction_id", "text", "image" and "consent"'}
+
+
 def validation_message(request: Request, exc: RequestValidationError) -> str:
     """One sentence for FastAPI's validation errors (instead of its default list of details)."""
     first = exc.errors()[0]
@@ -61,7 +65,10 @@ def validation_message(request: Request, exc: RequestValidationError) -> str:
     if field_name is None:
         return f"The request body must be a JSON object like {EXAMPLE}."
     if kind == "extra_forbidden":
-        return f'Unknown field "{field_name}": send only "image" or "image_url".'
+        allowed = ROUTE_FIELDS.get(request.url.path, '"image" or "image_url"')
+        return f'Unknown field "{field_name}": send only {allowed}.'
+    if kind == "missing":
+        return f'Field "{field_name}" is missing: send {ROUTE_FIELDS.get(request.url.path, "it")}.'
     if kind == "string_type":
         return f'Field "{field_name}" must be a string, not {type(first.get("input")).__name__}.'
     return f'Field "{field_name}" is invalid: check its value.'

@@ -122,8 +122,9 @@ class RequestGuard:
     before its body has arrived is logged as 499, not as a server error."""
 
     def __init__(self, app, limits: ServiceLimits | None = None,
-                 fields: tuple[str, ...] | None = None) -> None:
+                 fields: tuple[str, ...] | None = None, watch=None) -> None:
         self.app, self.limits, self.fields = app, limits or ServiceLimits(), fields
+        self.watch = watch  # lab_code.serving.watch.Watch: metrics, EMF (None: not watched)
         self.hosts = allowed_hosts(self.limits.allowed_hosts)
         self.budget = ByteBudget(self.limits.max_buffered_bytes)
 
@@ -145,6 +146,8 @@ class RequestGuard:
             await send(message)
 
         size = _declared_length(scope) or 0
+        if self.watch is not None:
+            self.watch.request_started()
         try:
             self._check_head(scope, size)
             chunks, size, complete = [], 0, False
@@ -192,10 +195,13 @@ class RequestGuard:
                 await error_response(500, state["error"])(scope, receive, send_with_id)
         finally:
             self.budget.give(held)
+            seconds = time.perf_counter() - start
             log_request(request_id=rid, method=scope["method"],
                         path=urlfetch.shown(scope["path"]), status=status,
-                        latency_ms=round((time.perf_counter() - start) * 1000, 2), bytes=size,
+                        latency_ms=round(seconds * 1000, 2), bytes=size,
                         text_chars=state.get("text_chars"), error=state.get("error"))
+            if self.watch is not None:
+                self.watch.request_finished(scope["path"], status, seconds, state)
 
     def _check_head(self, scope, size: int) -> None:
         """What the request line and headers alone refuse, before a byte of the body is read."""

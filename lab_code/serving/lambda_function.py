@@ -21,9 +21,11 @@ limit_children(1)
 
 from lab_code.serving import serverless  # noqa: E402 - after the thread settings, on purpose
 from lab_code.serving.lambda_adapter import make_handler  # noqa: E402
+from lab_code.serving.watch import lambda_watch  # noqa: E402
 
 RECOGNIZER = serverless.load_recognizer()  # $MODEL_PATH, else the bundled model
-serverless.warm_up(RECOGNIZER)
-app = serverless.create_app(RECOGNIZER)
+serverless.warm_up(RECOGNIZER, scored=True)  # the watched path reads confidences too
+# metrics as CloudWatch EMF lines on stdout; a prediction log only where $WATCH_DB names one
+app = serverless.create_app(RECOGNIZER, watch=lambda_watch())
 handler = make_handler(app)
 MODEL_VERSION = app.state.worker().version  # first 12 hex digits of the model file's SHA-256

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from lab_code.serving.logs import READY_EVENT, log_request
+from lab_code.serving.metrics import mark_dead
 
 MAX_DEFAULT_WORKERS = 4
 MAX_RESTARTS, RESTART_WINDOW_S = 5, 60.0  # more restarts than this within the window: give up
@@ -126,6 +127,7 @@ def serve_workers(host: str, port: int, workers: int, factory: str, settings: di
                 restarts[:] = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
                 log_request(event="worker_exited", worker=proc.name, pid=proc.pid,
                             exit_code=proc.exitcode, restarts_in_window=len(restarts))
+                mark_dead(proc.pid)  # its in-flight and waiting gauges leave the sums
                 if len(restarts) > MAX_RESTARTS:
                     gave_up = proc
                     break
@@ -153,6 +155,7 @@ def serve_workers(host: str, port: int, workers: int, factory: str, settings: di
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+            mark_dead(proc.pid)  # its in-flight and waiting gauges leave the sums
     if gave_up is not None:
         print(f"error: workers stopped {len(restarts)} times within {RESTART_WINDOW_S:.0f} s "
               f"(the last, {gave_up.name}, with exit code {gave_up.exitcode}): see the messages "

@@ -28,6 +28,8 @@ class PredictResponse(BaseModel):
     model_version: str = Field(description="first 12 hex digits of the model file's SHA-256")
     latency_ms: float = Field(description="time spent decoding and recognizing, in milliseconds")
     lines: int = Field(description="how many text lines were found")
+    prediction_id: str | None = Field(None, description="this prediction's id in the prediction "
+                                                        "log: send it with a correction")
 
 
 class ErrorResponse(BaseModel):

@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from lab_code import images, preprocess, urlfetch
 from lab_code.artifacts import model_version
 from lab_code.recognizer import RUNTIMES, Recognizer, load, model_file, page_text
-from lab_code.serving import decoding, runner
+from lab_code.serving import corrections, decoding, metrics, predictions, runner
 from lab_code.serving.cache import ResultCache
 from lab_code.serving.errors import ApiError, add_error_handlers
 from lab_code.serving.guard import RequestGuard
@@ -40,6 +40,7 @@ from lab_code.serving.limits import Counter, ServiceLimits
 from lab_code.serving.logs import log_request
 from lab_code.serving.ports import in_use_message, port_in_use
 from lab_code.serving.schemas import ERRORS, EXAMPLE, PredictRequest, PredictResponse
+from lab_code.serving.watch import Watch, WatchConfig
 from lab_code.serving.worker import DeadlinePassed, ModelWorker
 from lab_code.threads import limit_children, serving_threads
 from lab_code.timings import server_timing, stage
@@ -57,10 +58,14 @@ def load_recognizer(model_path: str | os.PathLike | None = None,
                 threads=serving_threads())
 
 
-def warm_up(recognizer: Recognizer) -> None:
+def warm_up(recognizer: Recognizer, scored: bool = False) -> None:
     """One pass on a blank line: TorchScript optimizes the graph on its first calls, and
-    onnxruntime sizes its buffers, so a cold start pays for it here, not the first request."""
-    recognizer.predict_lines([np.zeros((preprocess.HEIGHT, 4 * preprocess.HEIGHT), np.float32)])
+    onnxruntime sizes its buffers, so a cold start pays for it here, not the first request (the
+    scored path too, when the service works out confidences)."""
+    blank = [np.zeros((preprocess.HEIGHT, 4 * preprocess.HEIGHT), np.float32)]
+    recognizer.predict_lines(blank)
+    if scored:
+        recognizer.predict_lines_scored(blank)
 
 
 
@@ -88,17 +93,20 @@ def decode_pool(limits: ServiceLimits) -> decoding.DecodePool:
 
 def request_lines(source: bytes | str, name: str, limits: ServiceLimits,
                   deadline: float | None = None,
-                  timings: dict[str, float] | None = None) -> list[np.ndarray]:
+                  timings: dict[str, float] | None = None,
+                  stats: dict[str, float] | None = None) -> list[np.ndarray]:
     """A request's image as line arrays, within the service's limits (images.lines_from, in
     one call): fetched here, decoded and split into lines in a worker process that is killed if
     `deadline` (time.monotonic(); default: the service's deadline from now) passes first
-    (decoding.DecodeTimeout); ApiError with the status and sentence of whatever refused it."""
+    (decoding.DecodeTimeout); ApiError with the status and sentence of whatever refused it.
+    `stats`, when given, gets the decoded picture's statistics (lab_code.serving.inputs, taken
+    in the worker; lesson 08)."""
     deadline = deadline or time.monotonic() + limits.deadline_s
     pool = decode_pool(limits)
 
     def in_a_worker(data: bytes, shown_as: str, work: images.WorkLimits,
                     stages: dict[str, float] | None) -> list[np.ndarray]:
-        return pool.lines(data, shown_as, work, deadline, stages)
+        return pool.lines(data, shown_as, work, deadline, stages, stats)
 
     try:
         return images.lines_from(source, name=name, limits=limits.work,
@@ -111,13 +119,17 @@ def request_lines(source: bytes | str, name: str, limits: ServiceLimits,
 def create_app(recognizer: Recognizer | None = None, *,
                model_path: str | os.PathLike | None = None,
                limits: ServiceLimits | None = None, optimize: bool = True,
-               runtime: str = "auto") -> FastAPI:
+               runtime: str = "auto", watch: Watch | None = None) -> FastAPI:
     """The backend's FastAPI app. Given a recognizer (Lambda, tests) it serves that one; without,
     its lifespan hook loads `model_path` (else $MODEL_PATH, else the bundled model, in `runtime`:
-    load_recognizer) at startup and /health answers 503 until it is ready."""
+    load_recognizer) at startup and /health answers 503 until it is ready. With a `watch`
+    (lab_code.serving.watch, lesson 08) it counts and times every request, logs every
+    prediction, serves /metrics when Prometheus metrics are on and /corrections when a
+    prediction log is."""
     limits = limits or ServiceLimits()
-    state: dict[str, Any] = {"worker": ModelWorker(recognizer) if recognizer else None,
-                             "cache": None}
+    watched = watch is not None  # confidences and input statistics are worked out only then
+    state: dict[str, Any] = {"worker": ModelWorker(recognizer, scored=watched) if recognizer
+                             else None, "cache": None}
     waiting, fetching = Counter(limits.max_waiting), Counter(limits.max_fetches)
 
     @contextlib.asynccontextmanager
@@ -125,9 +137,11 @@ def create_app(recognizer: Recognizer | None = None, *,
         decode_pool(limits).start()  # the decoding workers start while the model loads
         if state["worker"] is None:
             loaded = await run_in_threadpool(load_recognizer, model_path, optimize, runtime)
-            await run_in_threadpool(warm_up, loaded)
+            await run_in_threadpool(warm_up, loaded, watched)
             await run_in_threadpool(decode_pool(limits).wait_ready)
-            state["worker"] = ModelWorker(loaded)
+            state["worker"] = ModelWorker(loaded, scored=watched)
+            if watch is not None:
+                watch.ready(state["worker"].version, [r.path for r in app.routes])
             log_request(event="ready", pid=os.getpid(), model_version=state["worker"].version,
                         runtime=loaded.runtime)
         if limits.cache_entries > 0:
@@ -136,6 +150,8 @@ def create_app(recognizer: Recognizer | None = None, *,
             yield
         finally:
             state["worker"].close()
+            if watch is not None:
+                watch.close()
 
     # strict_content_type=False: a body sent without a Content-Type header (curl --data-binary,
     # which a Function URL then hands over base64-encoded) is still read as JSON.
@@ -146,28 +162,32 @@ def create_app(recognizer: Recognizer | None = None, *,
 
     def prepare(req: PredictRequest, started: threading.Event, give_fetch,
                 timings: dict[str, float],
-                deadline: float) -> tuple[list[np.ndarray], str | None, Any]:
+                deadline: float,
+                stats: dict[str, float] | None) -> tuple[list[np.ndarray], str | None, Any]:
         """The request's lines, and its cache key and cached (text, lines) when caching (an
         inline image only: what a URL names can change)."""
         started.set()
         try:  # a download's slot comes back when the reading really ends, not at the 504
             with stage(timings, "read"):
                 source, name = request_source(req)
+            if isinstance(source, bytes) and stats is not None:
+                stats["bytes"] = len(source)
             cache: ResultCache | None = state["cache"]
             key = cache.key(source) if cache is not None and isinstance(source, bytes) else None
             hit = cache.get(key) if key is not None else None
             if hit is not None:
                 return [], key, hit
-            return request_lines(source, name, limits, deadline, timings), key, None
+            return request_lines(source, name, limits, deadline, timings, stats), key, None
         finally:
             give_fetch()
 
-    @app.post("/", response_model=PredictResponse)
+    @app.post("/", response_model=PredictResponse, response_model_exclude_none=True)
     async def predict(req: PredictRequest, request: Request,
                       response: Response) -> PredictResponse:
         """Read the text in one image."""
         start, deadline = time.perf_counter(), time.monotonic() + limits.deadline_s
         timings: dict[str, float] = {}
+        stats: dict[str, float] | None = {} if watched else None
         worker: ModelWorker | None = state["worker"]
         if worker is None:
             raise ApiError(503, "The model is still loading: try again in a few seconds.", busy)
@@ -175,6 +195,8 @@ def create_app(recognizer: Recognizer | None = None, *,
             raise ApiError(503, f"The service is busy ({limits.max_waiting} requests waiting): "
                                 f"try again in {limits.retry_after_s} s.", busy)
         started, give_fetch = threading.Event(), lambda: None
+        if watch is not None:
+            watch.waiting(+1)
         try:
             if req.image_url is not None:
                 give_fetch = fetching.slot()
@@ -185,14 +207,15 @@ def create_app(recognizer: Recognizer | None = None, *,
                                         f"{limits.retry_after_s} s.", busy)
             try:
                 lines, key, hit = await asyncio.wait_for(
-                    run_in_threadpool(prepare, req, started, give_fetch, timings, deadline),
+                    run_in_threadpool(prepare, req, started, give_fetch, timings, deadline,
+                                      stats),
                     deadline - time.monotonic())
-                texts: list[str] = [hit[0]] if hit else []
+                scored: list[tuple[str, float | None]] = []
                 if lines:
                     job = worker.submit(lines, deadline, timings)
                     try:
-                        texts = await asyncio.wait_for(asyncio.wrap_future(job),
-                                                       max(0.0, deadline - time.monotonic()))
+                        scored = await asyncio.wait_for(asyncio.wrap_future(job),
+                                                        max(0.0, deadline - time.monotonic()))
                     finally:
                         job.cancel()  # still queued: the model never reads it
             except (TimeoutError, DeadlinePassed) as err:
@@ -200,17 +223,27 @@ def create_app(recognizer: Recognizer | None = None, *,
                                     "send a smaller image or try again later.") from err
         finally:
             waiting.give()
+            if watch is not None:
+                watch.waiting(-1)
             if not started.is_set():  # the thread never ran: nothing else gives the slot back
                 give_fetch()
-        text, count = page_text(texts), hit[1] if hit else len(lines)
+        text = hit[0] if hit else page_text([t for t, _ in scored])
+        count = hit[1] if hit else len(lines)
         if key is not None and hit is None:
             state["cache"].put(key, text, count)
         request.state.text_chars = len(text)
         latency_ms = (time.perf_counter() - start) * 1000
         response.headers["server-timing"] = server_timing(
             {**timings, "handler": latency_ms}) + (", cache;desc=hit" if hit else "")
+        prediction_id = request.state.request_id
+        if watch is not None:  # a cached answer has no confidence: only the model's are logged
+            watch.prediction(request.scope["state"], prediction_id=prediction_id, source="api",
+                             timings={**timings, "handler": latency_ms}, stats=stats,
+                             scored=scored, chars=len(text))
+        logged = watch is not None and watch.log is not None
         return PredictResponse(text=text, model_version=worker.version, lines=count,
-                               latency_ms=round(latency_ms, 2))
+                               latency_ms=round(latency_ms, 2),
+                               prediction_id=prediction_id if logged else None)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -239,10 +272,27 @@ def create_app(recognizer: Recognizer | None = None, *,
             body["error"] = f"No image can be decoded ({decoders['broken']}): restart the service."
         return JSONResponse(body, status_code=503 if body["status"] != "ok" else 200)
 
+    if watch is not None and watch.prom is not None:
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            """Prometheus' text format: every worker's counters and histograms, summed."""
+            body, content_type = await run_in_threadpool(watch.exposition)
+            return Response(body, media_type=content_type)
+
+    if watch is not None and watch.log is not None:
+        @app.post("/corrections", response_model=corrections.CorrectionResponse)
+        async def correct(req: corrections.CorrectionRequest) -> corrections.CorrectionResponse:
+            """Store a user's correction of one prediction: its image and the right text, with
+            their consent."""
+            return await run_in_threadpool(corrections.save_request, watch.log, req, limits.work)
     add_error_handlers(app)
-    app.add_middleware(RequestGuard, limits=limits, fields=tuple(PredictRequest.model_fields))
+    app.add_middleware(RequestGuard, limits=limits, fields=tuple(PredictRequest.model_fields),
+                       watch=watch)
     app.state.limits = limits
     app.state.worker = lambda: state["worker"]
+    app.state.watch = watch
+    if watch is not None and state["worker"] is not None:  # Lambda: no lifespan hook runs
+        watch.ready(state["worker"].version, [r.path for r in app.routes])
     return app
 
 
@@ -290,6 +340,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
                         help="TorchScript only: run the model as its file holds it, not frozen "
                              "for the CPU at load (lesson 07 compares the two)")
+    watch = parser.add_argument_group("watching it (lesson 08)")
+    watch.add_argument("--watch-db", default=os.environ.get(predictions.DB_ENV)
+                       or str(predictions.default_db()), metavar="PATH_OR_URL",
+                       help="the prediction log: a SQLite file, a postgresql:// URL, or off "
+                            f"(default: ${predictions.DB_ENV}, else "
+                            f"{predictions.default_db().name} in your data folder)")
+    watch.add_argument("--no-metrics", dest="metrics", action="store_false",
+                       help="serve no /metrics (default: Prometheus metrics at /metrics)")
+    watch.add_argument("--drift-profile", default=None, metavar="FILE",
+                       help="the reference profile the drift check compares with (default: the "
+                            "one beside the bundled model; off: no drift figures)")
+    watch.add_argument("--drift-window", type=int, default=None, metavar="N",
+                       help="predictions the drift figures are made of (default: "
+                            "lab_code.serving.drift.WINDOW)")
     return parser
 
 
@@ -314,8 +378,10 @@ def app_from_environment() -> FastAPI:
     optimize = bool(config.pop("optimize", True))
     hosts = tuple(config.pop("allowed_hosts", ()))
     runtime = config.pop("runtime", "auto")
+    watch = config.pop("watch", None)
     return create_app(limits=replace(ServiceLimits(), url_policy=policy, allowed_hosts=hosts,
-                                     **config), optimize=optimize, runtime=runtime)
+                                     **config), optimize=optimize, runtime=runtime,
+                      watch=Watch(WatchConfig(**watch)) if watch else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,10 +394,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: No model file at {model_path}: run `make model` or set {MODEL_ENV} to a "
               ".onnx or .pt model file.", file=sys.stderr)
         return 1
-    if args.workers < 1 or args.cache < 0 or args.max_waiting < 1:
-        print("error: --workers and --max-waiting must be at least 1, and --cache at least 0.",
-              file=sys.stderr)
+    if args.workers < 1 or args.cache < 0 or args.max_waiting < 1 or \
+            (args.drift_window is not None and args.drift_window < 1):
+        print("error: --workers, --max-waiting and --drift-window must be at least 1, and "
+              "--cache at least 0.", file=sys.stderr)
         return 2
+    watch = WatchConfig(prometheus=args.metrics,
+                        db=None if args.watch_db == predictions.OFF else args.watch_db,
+                        profile=args.drift_profile, drift_window=args.drift_window)
+    try:  # a log that cannot be opened, or a profile that is missing, stops it here, at once
+        Watch(replace(watch, prometheus=False)).close()
+    except (OSError, RuntimeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     import uvicorn
 
     # the worker processes load torch, OpenMP and OpenBLAS with one thread each (or what the
@@ -342,17 +417,25 @@ def main(argv: list[str] | None = None) -> int:
         "deadline_s": args.deadline, "max_waiting": args.max_waiting,
         "cache_entries": args.cache, "allow_private": args.allow_private_urls,
         "allowed_hosts": args.allowed_hosts,
-        "optimize": args.optimize, "runtime": args.runtime})
+        "optimize": args.optimize, "runtime": args.runtime, "watch": asdict(watch)})
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
     runtime = "onnx" if model_path.suffix.lower() == ".onnx" else "torchscript"
+    extras = ", metrics at /metrics" if args.metrics else ""
+    extras += f", predictions logged to {watch.db}" if watch.db else ""
     print(f"Serving model {model_version(model_path)} ({runtime}) on "
-          f"http://{args.host}:{args.port}/ with "
-          f"{workers} (POST JSON, GET /health, docs at /docs); Ctrl+C stops it.", flush=True)
-    if args.workers > 1 and runner.can_share_port():
-        return runner.serve_workers(args.host, args.port, args.workers, APP_FACTORY,
-                                    uvicorn_settings())
-    uvicorn.run(APP_FACTORY, factory=True, host=args.host, port=args.port, workers=args.workers,
-                **uvicorn_settings())
+          f"http://{args.host}:{args.port}/ with {workers} (POST JSON, GET /health, docs at "
+          f"/docs{extras}); Ctrl+C stops it.", flush=True)
+    # every worker writes its metrics to files here, and /metrics adds them up
+    metrics_dir = metrics.fresh_multiprocess_dir() if args.metrics else None
+    try:
+        if args.workers > 1 and runner.can_share_port():
+            return runner.serve_workers(args.host, args.port, args.workers, APP_FACTORY,
+                                        uvicorn_settings())
+        uvicorn.run(APP_FACTORY, factory=True, host=args.host, port=args.port,
+                    workers=args.workers, **uvicorn_settings())
+    finally:
+        if metrics_dir is not None:
+            metrics.remove_multiprocess_dir(metrics_dir)
     return 0
 
 

@@ -24,27 +24,31 @@ class ModelWorker:
     onnxruntime's in its session). A job whose request has given up (deadline passed) is
     skipped; `stuck_for` says how long the current pass runs."""
 
-    def __init__(self, recognizer: Recognizer) -> None:
+    def __init__(self, recognizer: Recognizer, scored: bool = False) -> None:
         self.recognizer = recognizer
+        self.scored = scored  # also each line's confidence (lesson 08); else None
         self.version = model_version(recognizer.model_path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._busy_since: float | None = None
 
     def submit(self, lines: list[np.ndarray], deadline: float,
                timings: dict[str, float] | None = None) -> Future:
-        """Queue one forward pass; `timings` gets its "queue" and "model" milliseconds."""
+        """Queue one forward pass, whose result is each line's (text, confidence); `timings`
+        gets its "queue" and "model" milliseconds."""
         return self._pool.submit(self._run, lines, deadline, time.perf_counter(),
                                  {} if timings is None else timings)
 
     def _run(self, lines: list[np.ndarray], deadline: float, queued: float,
-             timings: dict[str, float]) -> list[str]:
+             timings: dict[str, float]) -> list[tuple[str, float | None]]:
         if time.monotonic() > deadline:
             raise DeadlinePassed
         self._busy_since = time.monotonic()
         timings["queue"] = (time.perf_counter() - queued) * 1000
         try:
-            with stage(timings, "model"):
-                return self.recognizer.predict_lines(lines)
+            with stage(timings, "model"):  # each line's (text, confidence or None)
+                if self.scored:
+                    return self.recognizer.predict_lines_scored(lines)
+                return [(text, None) for text in self.recognizer.predict_lines(lines)]
         finally:
             self._busy_since = None
 
