@@ -34,3 +34,11 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, every: 
             raise AssertionError(f"waited {timeout:g} s for {what}")
         time.sleep(every)
     return value
+
+
+def local_client(app):
+    """Starlette's TestClient for `app`, calling it as localhost: its default Host, "testserver",
+    is refused by the service's Host allow-list (lab_code.serving.guard)."""
+    from starlette.testclient import TestClient
+
+    return TestClient(app, base_url="http://localhost")

@@ -202,6 +202,22 @@ jobs = [api.decode_request(PredictRequest(image=PNG)) for _ in range(2)]
 answers = [api.encode_response(job) for job in api.unbatch(api.predict(api.batch(jobs)))]
 assert [a.status_code for a in answers] == [200, 200], answers
 """,
+    "serving.predictions": """
+import os, tempfile
+from lab_code.serving.predictions import Store
+with tempfile.TemporaryDirectory() as folder:
+    db = os.path.join(folder, "watch.sqlite")
+    Store(db).close()
+    assert module.main(["--db", db]) == 0
+""",
+    "serving.corrections": """
+import os, tempfile
+from lab_code.serving.predictions import Store
+with tempfile.TemporaryDirectory() as folder:
+    db = os.path.join(folder, "watch.sqlite")
+    Store(db).close()
+    assert module.main(["list", "--db", db]) == 0
+""",
     "serving.app": """
 import requests
 from lab_code.serving.ports import free_port

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import postgres
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
+from stand_ins import local_client
 
 from lab_code import images
 from lab_code.serving import corrections, drift, emf, metrics, ports, predictions, serverless
@@ -41,7 +41,7 @@ def recognizer():
 
 def watched(recognizer, db: str | None, **config):
     watch = Watch(WatchConfig(db=db, **config))
-    return TestClient(serverless.create_app(recognizer, watch=watch)), watch
+    return local_client(serverless.create_app(recognizer, watch=watch)), watch
 
 
 def promtool_check(text: str) -> subprocess.CompletedProcess:
@@ -99,7 +99,7 @@ def test_metrics_count_every_request_by_route_and_status_and_pass_promtool(recog
 
 
 def test_without_a_watch_the_service_serves_no_metrics_and_no_prediction_id(recognizer):
-    with TestClient(serverless.create_app(recognizer)) as client:
+    with local_client(serverless.create_app(recognizer)) as client:
         assert client.get("/metrics").status_code == 404
         assert "prediction_id" not in client.post("/", json={"image": b64(LINE)}).json()
 
@@ -255,7 +255,7 @@ def test_lambda_writes_valid_emf_lines_under_the_metrics_names(recognizer):
     lines: list[str] = []
     watch = Watch(WatchConfig(prometheus=False, emf=True))
     watch.emf.out = lines.append
-    with TestClient(serverless.create_app(recognizer, watch=watch)) as client:
+    with local_client(serverless.create_app(recognizer, watch=watch)) as client:
         assert client.post("/", json={"image": b64(PAGE)}).status_code == 200
         assert client.post("/", json={"image": b64(b"junk")}).status_code == 422
         assert client.get("/metrics").status_code == 404  # Lambda: EMF only, no /metrics

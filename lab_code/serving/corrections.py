@@ -176,12 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", default=os.environ.get(DB_ENV) or str(default_db()),
                         help=f"the prediction log: a SQLite file or postgresql:// URL (default: "
                              f"${DB_ENV}, else {default_db().name} in your data folder)")
+    # --db after the action works too ("corrections list --db FILE"), as a user would type it
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="action", required=True)
-    exp = sub.add_parser("export", help="write OUT/labels.json and OUT/correction/*.png")
+    exp = sub.add_parser("export", parents=[after],
+                         help="write OUT/labels.json and OUT/correction/*.png")
     exp.add_argument("--out", type=Path, default=Path("corrections_set"),
                      help="folder to write (default: corrections_set)")
-    sub.add_parser("list", help="one line per correction: id, time, text")
-    gone = sub.add_parser("delete", help="forget one correction (a user asked)")
+    sub.add_parser("list", parents=[after], help="one line per correction: id, time, text")
+    gone = sub.add_parser("delete", parents=[after], help="forget one correction (a user asked)")
     gone.add_argument("prediction_id")
     return parser
 

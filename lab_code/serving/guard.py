@@ -117,12 +117,14 @@ class RequestGuard:
     - a body that has not arrived within `limits.body_deadline_s`: 408, and the connection is
       closed;
     - a body that would take the bodies held at once past `limits.max_buffered_bytes`: 503;
-    - a JSON object with a key outside `fields` (when given) or a key twice: 400;
+    - a JSON object with a key outside `fields` (when given: for every POST, or per path when
+      a dict) or a key twice: 400;
     then anything unexpected becomes a JSON 500 with the request id. A client that disconnects
     before its body has arrived is logged as 499, not as a server error."""
 
     def __init__(self, app, limits: ServiceLimits | None = None,
-                 fields: tuple[str, ...] | None = None, watch=None) -> None:
+                 fields: tuple[str, ...] | dict[str, tuple[str, ...]] | None = None,
+                 watch=None) -> None:
         self.app, self.limits, self.fields = app, limits or ServiceLimits(), fields
         self.watch = watch  # lab_code.serving.watch.Watch: metrics, EMF (None: not watched)
         self.hosts = allowed_hosts(self.limits.allowed_hosts)
@@ -178,8 +180,10 @@ class RequestGuard:
                 complete = not message.get("more_body", False)
             body = b"".join(chunks)
             del chunks
-            if self.fields is not None and scope["method"] == "POST":
-                problem = shape_error(body, self.fields)
+            fields = (self.fields.get(scope["path"]) if isinstance(self.fields, dict)
+                      else self.fields)
+            if fields is not None and scope["method"] == "POST":
+                problem = shape_error(body, fields)
                 if problem is not None:
                     raise _Refused(400, problem)
             await self.app(scope, _replay(body, receive), send_with_id)

@@ -286,8 +286,9 @@ def create_app(recognizer: Recognizer | None = None, *,
             their consent."""
             return await run_in_threadpool(corrections.save_request, watch.log, req, limits.work)
     add_error_handlers(app)
-    app.add_middleware(RequestGuard, limits=limits, fields=tuple(PredictRequest.model_fields),
-                       watch=watch)
+    fields = {"/": tuple(PredictRequest.model_fields),  # the keys each POST route reads
+              "/corrections": tuple(corrections.CorrectionRequest.model_fields)}
+    app.add_middleware(RequestGuard, limits=limits, fields=fields, watch=watch)
     app.state.limits = limits
     app.state.worker = lambda: state["worker"]
     app.state.watch = watch
