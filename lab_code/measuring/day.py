@@ -51,7 +51,10 @@ class Phase:
 
 DAY = (Phase("morning", "screenshots", 6, clients=3),
        Phase("afternoon", "afternoon", 16, clients=3),
-       Phase("burst", "screenshots", 4, clients=48, rate=0), Phase("evening", "afternoon", 3))
+       Phase("burst", "screenshots", 4, clients=48, rate=0),
+       # long enough that the last DRIFT_WINDOW predictions are mostly the evening's photos, not
+       # the burst's screenshots (more of those get through when the service is faster)
+       Phase("evening", "afternoon", 6, clients=3))
 QUIET_DAY = (Phase("morning", "screenshots", 6, clients=3),
              Phase("afternoon", "screenshots", 16, clients=3),
              Phase("evening", "screenshots", 7, clients=3))
