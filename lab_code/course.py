@@ -54,7 +54,7 @@ LESSONS: tuple[Lesson, ...] = (
            "know what ngrok and Colab allow"),
     Lesson("06", "dockerfile_anatomy", "Dockerfile anatomy", "Dockerfile anatomy", 86,
            "read the frontend and Lambda Dockerfiles layer by layer, lint them, predict rebuilds"),
-    Lesson("07", "fast_and_cheap", "Fast and cheap", "Fast and cheap", 95,
+    Lesson("07", "fast_and_cheap", "Fast and cheap", "Fast and cheap", 88,
            "find where a request's time goes, compile for the CPU, tune threads vs workers "
            "and dodge the thread trap, measure on a busy machine, ship the model on ONNX "
            "Runtime without torch, price Lambda vs a server"),

@@ -87,7 +87,8 @@ def break_even_both_ways(memory_mb=2048, arch="arm64", instance="c7g.large"):
     """Break-even monthly volumes of Lambda vs one instance, as measured and with a model twice
     as fast (half the time per request, twice the throughput)."""
     shipped = next(r for r in bench["configs"]["workers"]["runs"] if r["clients"] == 64)
-    alone = next(r for r in bench["configs"]["frozen"]["runs"] if r["clients"] == 1)
+    one = "onnx" if "onnx" in bench["configs"] else "frozen"  # one worker, the runtime shipped
+    alone = next(r for r in bench["configs"][one]["runs"] if r["clients"] == 1)
     ms, throughput = alone["latency_ms"]["p50"], shipped["throughput_per_s"]
     out = {}
     for name, factor in (("measured", 1.0), ("twice as fast", 2.0)):
