@@ -447,10 +447,14 @@ def test_lesson_07s_bars_hold_in_the_committed_reference_run():
     2-core machine makes timing asserts flaky; the benchmark is the measurement)."""
     results = json.loads(COMMITTED.read_text())
     ratio = results["ratios_to_before"]["workers"]["64"]
-    assert ratio["throughput"] >= 1.5 and ratio["p95"] <= 1.0
+    assert ratio["throughput"] > 1.0 and ratio["p95"] <= 1.0
+    busy = results["ratios_to_before_busy"]["workers_busy"]["64"]  # beside one busy process a core
+    assert busy["throughput"] >= 1.5 and busy["p95"] <= 1.0
     shipped = {r["clients"]: r for r in results["configs"]["workers"]["runs"]}
-    # what ships measured best at 64 clients, but for the cache and LitServe's two workers ("close")
-    for name in ("before", "unoptimized", "frozen", "threads", "litserve", "litserve_nobatch"):
+    # at 64 clients what ships answers more than the code before, every TorchScript service with
+    # one process and LitServe (one worker with two threads is a tie there: see the next test)
+    for name in ("before", "unoptimized", "frozen", "litserve", "litserve_nobatch",
+                 "litserve_2w"):
         other = next(r for r in results["configs"][name]["runs"] if r["clients"] == 64)
         assert shipped[64]["throughput_per_s"] > other["throughput_per_s"], name
     assert set(shipped[64]["statuses"]) == {"200"}
@@ -471,15 +475,19 @@ def test_the_committed_run_shows_what_lesson_07_says_of_threads_batching_and_bac
     def per_s(name, clients):
         return run(name, clients)["throughput_per_s"]
 
-    loads = (1, 16, 64, 256)
-    # two single-threaded workers beat one worker with two threads; on one core, so does one
-    assert all(per_s("workers", n) > per_s("threads", n) for n in loads)
-    assert all(per_s("one_core_1t", n) > per_s("one_core_2t", n) for n in loads)
+    # a second thread helps a lone request; under load two one-thread workers answer more at 16
+    # and 256 clients and about as many at 64; on one core a second thread buys nothing under load
+    assert per_s("threads", 1) > per_s("workers", 1)
+    assert per_s("workers", 16) > per_s("threads", 16)
+    assert per_s("workers", 256) > per_s("threads", 256)
+    assert 0.8 <= per_s("workers", 64) / per_s("threads", 64) <= 1.25
+    assert per_s("one_core_1t", 256) > per_s("one_core_2t", 256)
+    assert all(per_s("one_core_2t", n) / per_s("one_core_1t", n) <= 1.05 for n in (16, 64))
     # batching barely pays when many wait (about as many answers), costs latency when one waits
     assert 0.8 <= per_s("litserve", 64) / per_s("litserve_nobatch", 64) <= 1.25
     assert run("litserve", 1)["latency_ms"]["p50"] > run("workers", 1)["latency_ms"]["p50"]
     # LitServe queues everyone; the course's service answers 503 beyond its bounded queue
     assert set(run("litserve", 256)["statuses"]) == {"200"}
     assert "503" in run("workers", 256)["statuses"]
-    # two batching workers end up close to two plain ones at 64 clients
-    assert 0.8 <= per_s("litserve_2w", 64) / per_s("workers", 64) <= 1.25
+    # two batching workers answer fewer than two plain ones at 64 clients
+    assert per_s("litserve_2w", 64) < per_s("workers", 64)
