@@ -240,3 +240,20 @@ def test_the_service_and_its_workers_run_without_torch(tmp_path):
         stop_background(proc)
     text = log.read_text()
     assert "(onnx)" in text and text.count('"runtime": "onnx"') == 2, text[-2000:]
+
+
+def test_deck_07_quotes_the_committed_cold_start_run():
+    """The cold-start figures on lesson 07's slide are the committed run's, rounded as shown."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    run = json.loads((root / "profiling" / "results" / "cold_start" / "results.json").read_text())
+    deck = " ".join((root / "slides" / "07_fast_and_cheap.md").read_text().split())
+    found = re.search(r"init ([\d.]+) s and (\d+) MB at peak, against ([\d.]+) s and (\d+) MB "
+                      r"with torch \(([\d.]+)x, ([\d.]+)x", deck)
+    assert found, "deck 07 no longer quotes the cold start in the form this test reads"
+    this, before = run["per_source"]["this"], run["per_source"]["before"]
+    ratios = run["ratios_to_before"]["this"]
+    assert found.groups() == (f"{this['init_s']:.2f}", f"{this['peak_rss_mb']:.0f}",
+                              f"{before['init_s']:.2f}", f"{before['peak_rss_mb']:.0f}",
+                              f"{ratios['init_s']:.2f}", f"{ratios['peak_rss_mb']:.2f}")

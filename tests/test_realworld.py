@@ -231,33 +231,44 @@ README_ROWS = {"lines in unseen fonts": "unseen_font", "browser screenshots": "s
                "paragraph cards": "paragraph", "phone-like copies": "phone", "overall": "overall"}
 
 
+DOCUMENT_ROWS = {"lines at 100 dpi": "lines_100dpi", "code lines, 100 and 150 dpi": "code",
+                 "all document lines": "overall"}
+
+
 def test_readme_side_by_side_table_is_the_committed_run():
     import re
 
-    run = json.loads(SIDE_BY_SIDE.read_text())["realworld"]
+    everything = json.loads(SIDE_BY_SIDE.read_text())
+    run = everything["realworld"]
     readme = (ROOT / "README.md").read_text()
     assert f"Tesseract {run['tesseract_version']}" in readme
+    rows = {**{k: ("realworld", v) for k, v in README_ROWS.items()},
+            **{k: ("documents", v) for k, v in DOCUMENT_ROWS.items()}}
     seen = set()
     for line in readme.splitlines():
         cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
         name = re.sub(r" \(.*\)$", "", cells[0])
-        if len(cells) != 5 or name not in README_ROWS:
+        if len(cells) != 5 or name not in rows:
             continue
-        mine, peer = run["recognizer"][README_ROWS[name]], run["tesseract"][README_ROWS[name]]
+        part, key = rows[name]
+        mine, peer = everything[part]["recognizer"][key], everything[part]["tesseract"][key]
         assert cells[1:] == [f"{mine['cer']:.2%}", f"{mine['ms_per_line']:.1f}",
                              f"{peer['cer']:.2%}", f"{peer['ms_per_line']:.1f}"], line
         seen.add(name)
-    assert seen == set(README_ROWS)
+    assert seen == set(rows)
 
 
 def test_what_the_lessons_say_of_the_two_readers_holds_in_the_committed_run():
-    # README and lesson 01: faster per line, fewer errors on phone-like copies, more on clean
-    # lines in unseen fonts and on paragraphs; the README says "2.5 to 3 times".
-    run = json.loads(SIDE_BY_SIDE.read_text())["realworld"]
+    # README and lesson 01: faster per line, fewer errors on phone-like copies and screenshots, more
+    # on paragraphs and on the document set's lines, code above all; the README gives the ratio.
+    everything = json.loads(SIDE_BY_SIDE.read_text())
+    run, docs = everything["realworld"], everything["documents"]
     mine, peer = run["recognizer"], run["tesseract"]
     ratio = peer["overall"]["ms_per_line"] / mine["overall"]["ms_per_line"]
-    assert 2.5 <= ratio < 3.2
+    assert ratio > 1.5
+    assert f"about {ratio:.1f} times" in (ROOT / "README.md").read_text()
     assert mine["phone"]["cer"] < peer["phone"]["cer"]
-    assert mine["unseen_font"]["cer"] > 2 * peer["unseen_font"]["cer"]
+    assert mine["screenshot"]["cer"] < peer["screenshot"]["cer"]
     assert mine["paragraph"]["cer"] > 2 * peer["paragraph"]["cer"]
-    assert "2.5 to 3 times" in (ROOT / "README.md").read_text()
+    assert docs["recognizer"]["overall"]["cer"] > docs["tesseract"]["overall"]["cer"]
+    assert docs["recognizer"]["code"]["cer"] > 2 * docs["tesseract"]["code"]["cer"]
