@@ -489,8 +489,12 @@ def test_service_answers_like_the_handler(service, recognizer):
     in_process = json.loads(handler(ev, None)["body"])
     assert body == {**in_process, "latency_ms": body["latency_ms"]}
     health = requests.get(service.url + "health", timeout=10).json()
+    model = health.pop("model")  # which model answers, as its manifest names it
     assert health == {"status": "ok", "model_loaded": True,
                       "model_version": body["model_version"], "waiting": 0}
+    assert model["version"] == body["model_version"] == model["sha256"][:12]
+    assert model["name"] == "text-recognizer" and model["release"].startswith("v")
+    assert resp.headers["x-model-version"] == body["model_version"]
     # a body without Content-Type (what a Function URL base64-encodes) is still read as JSON
     bare = requests.post(service.url, data=ev["body"].encode(), timeout=60)
     assert bare.status_code == 200 and bare.json()["text"] == body["text"]

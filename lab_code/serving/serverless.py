@@ -21,8 +21,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -31,9 +30,9 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from lab_code import images, preprocess, urlfetch
-from lab_code.artifacts import bundled_model_path, model_version
+from lab_code.artifacts import DEFAULT_MODEL_NAME, DEFAULT_REGISTRY, RegistryError
 from lab_code.recognizer import TextRecognizer, page_text
-from lab_code.serving import runner
+from lab_code.serving import model_source, rollout, runner
 from lab_code.serving.cache import ResultCache
 from lab_code.serving.errors import ApiError, add_error_handlers
 from lab_code.serving.guard import RequestGuard
@@ -51,17 +50,25 @@ MODEL_ENV = "MODEL_PATH"  # environment variable: a TorchScript file to serve in
 
 def load_recognizer(model_path: str | os.PathLike | None = None,
                     optimize: bool = True) -> TextRecognizer:
-    """The recognizer to serve: `model_path`, else $MODEL_PATH, else the bundled model; frozen
-    for the CPU at load unless `optimize` is false. Each model call runs on one torch thread
-    (or $OMP_NUM_THREADS), on whichever thread calls it: lab_code.threads says why."""
-    return TextRecognizer(model_path or os.environ.get(MODEL_ENV) or None, optimize=optimize,
-                          threads=serving_threads())
+    """The recognizer to serve: `model_path`, else $MODEL_PATH, else the bundled model, checked
+    by lab_code.serving.model_source (its manifest, $EXPECTED_MODEL_VERSION) before it loads;
+    frozen for the CPU at load unless `optimize` is false. Each model call runs on one torch
+    thread (or $OMP_NUM_THREADS), on whichever thread calls it: lab_code.threads says why."""
+    served = model_source.from_environment(model_path)
+    recognizer = TextRecognizer(served.path, optimize=optimize, threads=serving_threads())
+    recognizer.served = served  # which model this is, for /health
+    return recognizer
 
 
 def warm_up(recognizer: TextRecognizer) -> None:
     """One pass on a blank line: TorchScript optimizes the graph on its first calls, so a cold
     start pays for it here rather than in the first request."""
     recognizer.predict_lines([np.zeros((preprocess.HEIGHT, 4 * preprocess.HEIGHT), np.float32)])
+
+
+def _warm(recognizer: TextRecognizer) -> TextRecognizer:
+    warm_up(recognizer)
+    return recognizer
 
 
 
@@ -95,10 +102,13 @@ def request_lines(source: bytes | str, name: str, limits: ServiceLimits,
 
 def create_app(recognizer: TextRecognizer | None = None, *,
                model_path: str | os.PathLike | None = None,
-               limits: ServiceLimits | None = None, optimize: bool = True) -> FastAPI:
+               limits: ServiceLimits | None = None, optimize: bool = True,
+               registry: rollout.RegistrySource | None = None) -> FastAPI:
     """The backend's FastAPI app. Given a recognizer (Lambda, tests) it serves that one; without,
     its lifespan hook loads `model_path` (else $MODEL_PATH, else the bundled model; frozen for
-    the CPU unless `optimize` is false) at startup and /health answers 503 until it is ready."""
+    the CPU unless `optimize` is false) at startup and /health answers 503 until it is ready.
+    Given a `registry` source, it serves the model that alias names and follows the registry
+    from then on: a candidate beside it, promotions, rollbacks (lab_code.serving.rollout)."""
     limits = limits or ServiceLimits()
     state: dict[str, Any] = {"worker": ModelWorker(recognizer) if recognizer else None,
                              "cache": None}
@@ -107,7 +117,12 @@ def create_app(recognizer: TextRecognizer | None = None, *,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        if state["worker"] is None:
+        if state["worker"] is None and registry is not None:
+            state["worker"] = await run_in_threadpool(
+                rollout.start, registry, lambda path: ModelWorker(
+                    _warm(load_recognizer(path, optimize))))
+            log_request(event="ready", pid=os.getpid(), model_version=state["worker"].version)
+        elif state["worker"] is None:
             loaded = await run_in_threadpool(load_recognizer, model_path, optimize)
             await run_in_threadpool(warm_up, loaded)
             state["worker"] = ModelWorker(loaded)
@@ -169,8 +184,11 @@ def create_app(recognizer: TextRecognizer | None = None, *,
                     run_in_threadpool(prepare, req, started, give_fetch, timings),
                     deadline - time.monotonic())
                 texts: list[str] = [hit[0]] if hit else []
+                answered_by = worker.version
                 if lines:
                     job = worker.submit(lines, deadline, timings)
+                    # a rollout names the model it routed this request to
+                    answered_by = getattr(job, "model_version", answered_by)
                     try:
                         texts = await asyncio.wait_for(asyncio.wrap_future(job),
                                                        max(0.0, deadline - time.monotonic()))
@@ -190,7 +208,8 @@ def create_app(recognizer: TextRecognizer | None = None, *,
         latency_ms = (time.perf_counter() - start) * 1000
         response.headers["server-timing"] = server_timing(
             {**timings, "handler": latency_ms}) + (", cache;desc=hit" if hit else "")
-        return PredictResponse(text=text, model_version=worker.version, lines=count,
+        response.headers["x-model-version"] = answered_by
+        return PredictResponse(text=text, model_version=answered_by, lines=count,
                                latency_ms=round(latency_ms, 2))
 
     @app.get("/health")
@@ -202,7 +221,7 @@ def create_app(recognizer: TextRecognizer | None = None, *,
             return JSONResponse({"status": "loading", "model_loaded": False}, status_code=503,
                                 headers=busy)
         body = {"status": "ok", "model_loaded": True, "model_version": worker.version,
-                "waiting": waiting.value}
+                "waiting": waiting.value, **rollout.health_fields(worker)}
         if state["cache"] is not None:
             cache = state["cache"]
             body["cache"] = {"entries": len(cache), "hits": cache.hits, "misses": cache.misses}
@@ -253,6 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
                         help="run the model as its file holds it, not frozen for the CPU at load "
                              "(lesson 07 compares the two)")
+    release = parser.add_argument_group(
+        "serving from the model registry (lesson 09); default: $MODEL_PATH, else the bundled "
+        "model")
+    release.add_argument("--model-alias", default=None, metavar="ALIAS",
+                         help="serve the model this registry alias names (e.g. production) and "
+                              "follow the registry: a candidate beside it, promotions, rollbacks")
+    release.add_argument("--model-version", default=None, metavar="VN",
+                         help="serve this exact registry version (e.g. v3), pinned")
+    release.add_argument("--model-sha256", default=None, metavar="HEX",
+                         help="with --model-version: refuse it unless its sha256 starts with "
+                              "these hex digits (at least 12)")
+    release.add_argument("--registry", default=str(DEFAULT_REGISTRY), metavar="DIR",
+                         help="the local model registry (default: %(default)s)")
+    release.add_argument("--model-name", default=DEFAULT_MODEL_NAME, metavar="NAME",
+                         help="the model's name in the registry (default: %(default)s)")
     return parser
 
 
@@ -267,8 +301,10 @@ def app_from_environment() -> FastAPI:
     config = json.loads(os.environ.get(CONFIG_ENV) or "{}")
     policy = urlfetch.UrlPolicy(allow_private=True if config.pop("allow_private", False) else None)
     optimize = bool(config.pop("optimize", True))
+    source = config.pop("registry", None)
     return create_app(limits=replace(ServiceLimits(), url_policy=policy, **config),
-                      optimize=optimize)
+                      optimize=optimize,
+                      registry=rollout.RegistrySource(**source) if source else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,28 +312,51 @@ def main(argv: list[str] | None = None) -> int:
     if port_in_use(args.host, args.port):
         print(f"error: {in_use_message(args.host, args.port)}", file=sys.stderr)
         return 1
-    model_path = Path(os.environ.get(MODEL_ENV) or bundled_model_path())
-    if not model_path.is_file():
-        print(f"error: No model file at {model_path}: run `make model` or set {MODEL_ENV} to a "
-              ".pt TorchScript file.", file=sys.stderr)
-        return 1
     if args.workers < 1 or args.cache < 0 or args.max_waiting < 1:
         print("error: --workers and --max-waiting must be at least 1, and --cache at least 0.",
               file=sys.stderr)
         return 2
+    if args.model_alias and (args.model_version or args.cache):
+        print("error: --model-alias follows the registry, so it goes with neither "
+              "--model-version (a pinned version) nor --cache (a cached answer would outlive a "
+              "promotion).", file=sys.stderr)
+        return 2
+    if args.model_sha256 and not args.model_version:
+        print("error: --model-sha256 checks the version --model-version names: give both.",
+              file=sys.stderr)
+        return 2
+    source = None
+    try:  # the model is checked here, once, so that a wrong one stops the service at once
+        if args.model_alias:
+            source = rollout.RegistrySource(args.registry, args.model_name, args.model_alias)
+            served = model_source.from_registry(args.model_name, alias=args.model_alias,
+                                                registry_dir=args.registry)
+        elif args.model_version:
+            served = model_source.from_registry(args.model_name, version=args.model_version,
+                                                registry_dir=args.registry,
+                                                sha256=args.model_sha256)
+            os.environ[model_source.EXPECTED_ENV] = served.sha256  # the workers check it too
+        else:
+            served = model_source.from_environment()
+    except (RegistryError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     import uvicorn
 
     # the worker processes load torch, OpenMP and OpenBLAS with one thread each (or what the
     # environment already says); this process's own model thread is set by load_recognizer
     limit_children(serving_threads())
-    os.environ[MODEL_ENV] = str(model_path)
+    os.environ[MODEL_ENV] = str(served.path)
     os.environ[CONFIG_ENV] = json.dumps({
         "deadline_s": args.deadline, "max_waiting": args.max_waiting,
         "cache_entries": args.cache, "allow_private": args.allow_private_urls,
-        "optimize": args.optimize})
+        "optimize": args.optimize, "registry": asdict(source) if source else None})
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
-    print(f"Serving model {model_version(model_path)} on http://{args.host}:{args.port}/ with "
-          f"{workers} (POST JSON, GET /health, docs at /docs); Ctrl+C stops it.", flush=True)
+    named = f" ({served.name} {served.release})" if served.release else ""
+    follows = f", following {args.model_name}:{args.model_alias}" if source else ""
+    print(f"Serving model {served.version}{named} on http://{args.host}:{args.port}/ with "
+          f"{workers}{follows} (POST JSON, GET /health, docs at /docs); Ctrl+C stops it.",
+          flush=True)
     if args.workers > 1 and runner.can_share_port():
         return runner.serve_workers(args.host, args.port, args.workers, APP_FACTORY,
                                     UVICORN_SETTINGS)
