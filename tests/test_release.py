@@ -125,6 +125,17 @@ def test_each_limit_alone_rolls_the_candidate_back(candidate, reason):
     assert verdict.reasons[0].startswith(reason), verdict.reasons
 
 
+def test_disagreement_counts_against_the_candidate_only_where_it_is_the_less_sure():
+    """A better model disagrees with production too: where the lines are scored, the candidate
+    is rolled back for disagreeing only if it was less confident on those requests."""
+    differs = dict(calls=100, p95_ms=10.0, confidence=0.97, compared=100, disagreed=30)
+    surer = Snapshot(**differs, disagreement_gap=-0.04)
+    assert judge(BASE, surer, RULES).action == "wait"
+    unsure = Snapshot(**differs, disagreement_gap=0.06)
+    verdict = judge(BASE, unsure, RULES)
+    assert verdict.action == "rollback" and "less sure on those (by 0.060)" in verdict.reasons[0]
+
+
 def test_the_rule_waits_for_evidence_and_promotes_only_a_clean_canary():
     few = Snapshot(calls=10, errors=10, p95_ms=99.0)
     assert judge(BASE, few, RULES).action == "wait"
@@ -262,7 +273,7 @@ def test_canary_promotion_and_rollback_under_load_drop_nothing(staged, reg, tmp_
     canary of v3, its promotion, then a 10% canary of v2 and its rollback. No request fails,
     each canary answers its share within 5 points, and every answer names its model."""
     from lab_code.measuring.loadgen import realworld_bodies
-    from lab_code.measuring.rehearsal import rehearse
+    from lab_code.measuring.rehearsal import candidate_records, rehearse
     from lab_code.serving.ports import free_port
     from lab_code.serving.processes import start_background, stop_background
     from lab_code.serving.runner import wait_for_workers
@@ -286,7 +297,7 @@ def test_canary_promotion_and_rollback_under_load_drop_nothing(staged, reg, tmp_
             (26, "rollback", lambda: release.rollback(registry_dir=reg)),
         ]
         timeline = rehearse(url, realworld_bodies(family="screenshot"), clients=32,
-                            duration_s=30, moves=moves)
+                            duration_s=30, moves=moves, health_every_s=1.0)
     finally:
         stop_background(proc)
     at = {what: t for t, what in timeline.moves}
@@ -301,3 +312,6 @@ def test_canary_promotion_and_rollback_under_load_drop_nothing(staged, reg, tmp_
     assert timeline.shares(0, at["canary v3"]) == {v1: 1.0}
     assert timeline.shares(at["promote"] + settle, at["canary v2"]) == {v3: 1.0}
     assert timeline.shares(at["rollback"] + settle) == {v3: 1.0}
+    # /health, read each second meanwhile, showed each candidate's record while it ran
+    seen = {release_name for _, release_name, _ in candidate_records(timeline)}
+    assert seen == {"v3", "v2"}, [t for t, _ in timeline.health]

@@ -40,6 +40,7 @@ class Timeline:
     answers: list[Answer] = field(default_factory=list)
     moves: list[tuple[float, str]] = field(default_factory=list)  # (t, what) of each move done
     errors: list[str] = field(default_factory=list)  # the first few connection errors
+    health: list[tuple[float, dict]] = field(default_factory=list)  # (t, /health) samples
 
     def failed(self) -> list[Answer]:
         return [a for a in self.answers if a.status != 200]
@@ -111,9 +112,11 @@ async def _drive(url: str, bodies: Sequence[bytes], clients: int, duration_s: fl
 
 
 def rehearse(url: str, bodies: Sequence[bytes] | None = None, clients: int = 32,
-             duration_s: float = 30.0, moves: Sequence[Move] = ()) -> Timeline:
+             duration_s: float = 30.0, moves: Sequence[Move] = (),
+             health_every_s: float | None = None) -> Timeline:
     """Send `bodies` in turn from `clients` clients for `duration_s` seconds, running each move's
-    function at its second (on a thread of its own, so the clients never wait for it)."""
+    function at its second (on a thread of its own, so the clients never wait for it), and with
+    `health_every_s`, reading the service's /health that often (the rollout's records)."""
     bodies = list(bodies) if bodies is not None else realworld_bodies(family="screenshot")
     if not bodies or clients < 1 or duration_s <= 0:
         raise ValueError("Give some request bodies, at least one client and a positive duration.")
@@ -128,7 +131,19 @@ def rehearse(url: str, bodies: Sequence[bytes] | None = None, clients: int = 32,
             action()
             timeline.moves.append((round(time.perf_counter() - started, 3), what))
 
+    def sample_health() -> None:
+        import requests
+
+        health_url = urllib.parse.urljoin(url, "health")
+        while not done.wait(health_every_s):
+            try:
+                body = requests.get(health_url, timeout=5).json()
+            except (requests.RequestException, ValueError):
+                continue
+            timeline.health.append((round(time.perf_counter() - started, 3), body))
+
     mover = threading.Thread(target=run_moves, name="moves", daemon=True)
+    sampler = threading.Thread(target=sample_health, name="health", daemon=True)
     box: dict[str, BaseException] = {}
 
     def load() -> None:
@@ -139,10 +154,14 @@ def rehearse(url: str, bodies: Sequence[bytes] | None = None, clients: int = 32,
 
     loader = threading.Thread(target=load, name="rehearsal")
     mover.start()
+    if health_every_s:
+        sampler.start()
     loader.start()
     loader.join()
     done.set()
     mover.join(5)
+    if health_every_s:
+        sampler.join(10)
     if "error" in box:
         raise box["error"]
     return timeline
@@ -169,6 +188,47 @@ def plot(timeline: Timeline, names: dict[str, str] | None = None, ax=None):
     ax.set_xlabel("seconds")
     ax.set_ylabel("answers per second")
     ax.legend(loc="lower right", fontsize=8)
+    return ax
+
+
+def candidate_records(timeline: Timeline) -> list[tuple[float, str, dict]]:
+    """(t, candidate release, its record) from each /health sample that had a candidate."""
+    out = []
+    for t, body in timeline.health:
+        candidate = (body.get("rollout") or {}).get("candidate")
+        if candidate:
+            out.append((t, candidate.get("release") or candidate["version"], candidate))
+    return out
+
+
+def plot_candidate(timeline: Timeline, rules: dict[str, float] | None = None, ax=None):
+    """The candidate's disagreement, error rate and confidence drop over time, as /health
+    reported them, with the rule's limits dashed: the panel a rollback is decided on."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 3.2))
+    records = candidate_records(timeline)
+    production = {t: (b.get("rollout") or {}).get("production", {}) for t, b in timeline.health}
+    ts = [t for t, _, _ in records]
+    series = {
+        "disagreement": [r["disagreement"] for _, _, r in records],
+        "error rate": [r["error_rate"] for _, _, r in records],
+        "confidence drop": [max(0.0, (production[t].get("confidence") or 0) - r["confidence"])
+                            if r.get("confidence") is not None else float("nan")
+                            for t, _, r in records],
+    }
+    limits = {"disagreement": "max_disagreement", "error rate": "max_error_rate",
+              "confidence drop": "max_confidence_drop"}
+    for (label, values), color in zip(series.items(), ("C0", "C3", "C2"), strict=True):
+        ax.plot(ts, values, marker=".", label=label, color=color)
+        if rules and limits[label] in rules:
+            ax.axhline(rules[limits[label]], color=color, ls=":", lw=1)
+    for t, _ in timeline.moves:
+        ax.axvline(t, color="black", lw=1, ls="--")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("share / drop")
+    ax.legend(loc="upper right", fontsize=8)
     return ax
 
 

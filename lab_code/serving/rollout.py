@@ -150,6 +150,9 @@ class Snapshot:
     confidence: float | None = None
     compared: int = 0
     disagreed: int = 0
+    # on the requests where the two disagreed: production's mean confidence minus the
+    # candidate's (> 0: the candidate was less sure of its different reading); None if unknown
+    disagreement_gap: float | None = None
 
     @property
     def error_rate(self) -> float:
@@ -179,9 +182,9 @@ class Record:
         with self._lock:
             self._calls.append((ms, confidence))
 
-    def comparison(self, differ: bool) -> None:
+    def comparison(self, differ: bool, gap: float | None = None) -> None:
         with self._lock:
-            self._compared.append(differ)
+            self._compared.append((differ, gap))
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -189,10 +192,12 @@ class Record:
         times = sorted(ms for ms, _ in calls if ms is not None)
         confidences = [c for ms, c in calls if ms is not None and c is not None]
         p95 = times[min(len(times) - 1, int(0.95 * len(times)))] if times else None
+        gaps = [gap for differ, gap in compared if differ and gap is not None]
         return Snapshot(calls=len(calls), errors=sum(ms is None for ms, _ in calls),
                         p95_ms=round(p95, 3) if p95 is not None else None,
                         confidence=round(statistics.fmean(confidences), 4) if confidences else None,
-                        compared=len(compared), disagreed=sum(compared))
+                        compared=len(compared), disagreed=sum(d for d, _ in compared),
+                        disagreement_gap=round(statistics.fmean(gaps), 4) if gaps else None)
 
 
 @dataclass(frozen=True)
@@ -223,10 +228,15 @@ def judge(production: Snapshot, candidate: Snapshot, rules: RolloutRules,
             reasons.append(f"mean confidence {candidate.confidence:.3f}, {drop:.3f} below "
                            f"production's {production.confidence:.3f} > "
                            f"{rules.max_confidence_drop:g}")
+    # Disagreeing says that one of the two is wrong, not which: a better model disagrees with
+    # production too. Where the model scores its lines, the candidate is held to it only when it
+    # was the less sure of the two on the requests where they differed.
+    gap = candidate.disagreement_gap
     if candidate.compared >= rules.min_samples and \
-            candidate.disagreement > rules.max_disagreement:
+            candidate.disagreement > rules.max_disagreement and (gap is None or gap > 0):
+        sure = f", and is less sure on those (by {gap:.3f})" if gap is not None else ""
         reasons.append(f"disagrees with production on {candidate.disagreement:.1%} of "
-                       f"{candidate.compared} requests > {rules.max_disagreement:.0%}")
+                       f"{candidate.compared} requests > {rules.max_disagreement:.0%}{sure}")
     if reasons:
         return Verdict("rollback", tuple(reasons))
     if mode == "canary" and rules.promote_after and \
@@ -431,7 +441,7 @@ class Rollout:
             if answer and texts is not None:
                 arm.record.answered += 1
             if pair is not None:
-                pair.done(arm, texts)
+                pair.done(arm, texts, confidence)
             arm.leave()
 
         job.add_done_callback(done)
@@ -526,15 +536,16 @@ class _Pair:
 
     def __init__(self, candidate: Arm, production: Arm) -> None:
         self.candidate, self.production = candidate, production
-        self.texts: dict[int, list[str] | None] = {}
+        self.read: dict[int, tuple[list[str] | None, float | None]] = {}
         self._lock = threading.Lock()
 
-    def done(self, arm: Arm, texts: list[str] | None) -> None:
+    def done(self, arm: Arm, texts: list[str] | None, confidence: float | None) -> None:
         with self._lock:
-            self.texts[id(arm)] = texts
-            if len(self.texts) < 2:
+            self.read[id(arm)] = (texts, confidence)
+            if len(self.read) < 2:
                 return
-        a, b = self.texts[id(self.candidate)], self.texts[id(self.production)]
+        (a, conf_a), (b, conf_b) = self.read[id(self.candidate)], self.read[id(self.production)]
         if a is None or b is None:
             return  # a failed call is counted as an error, not as a disagreement
-        self.candidate.record.comparison(a != b)
+        gap = conf_b - conf_a if conf_a is not None and conf_b is not None else None
+        self.candidate.record.comparison(a != b, gap)
