@@ -14,6 +14,15 @@ FROM public.ecr.aws/lambda/python:3.12
 COPY docker/requirements-lambda.txt ${LAMBDA_TASK_ROOT}/requirements.txt
 RUN pip install --no-cache-dir -r "${LAMBDA_TASK_ROOT}/requirements.txt" --target "${LAMBDA_TASK_ROOT}"
 
+# The model the function serves, with the manifest that says which version it is: the bundled
+# ONNX file by default, or a registry version's, fetched into build/release-model
+# (deploy/README.md): docker build --build-arg MODEL_DIR=build/release-model ...
+# At start the function checks the file against its manifest, and against the version the
+# deployment names ($EXPECTED_MODEL_VERSION), before it answers anything.
+ARG MODEL_DIR=lab_code/artifacts
+COPY ${MODEL_DIR}/text_recognizer.onnx ${MODEL_DIR}/manifest.json ${LAMBDA_TASK_ROOT}/model/
+ENV MODEL_PATH=${LAMBDA_TASK_ROOT}/model/text_recognizer.onnx
+
 # The package itself (code and bundled model files) last: it changes most often.
 COPY lab_code/ ${LAMBDA_TASK_ROOT}/lab_code/
 

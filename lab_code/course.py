@@ -62,6 +62,10 @@ LESSONS: tuple[Lesson, ...] = (
            "expose metrics a real Prometheus scrapes (EMF lines in Lambda), test alerting rules, "
            "log every prediction without keeping content, collect corrections with consent, "
            "check confidence and input drift, replay a day and watch the alerts fire"),
+    Lesson("09", "release", "Release and roll back", "Release and roll back", 73,
+           "serve models by registry alias, rehearse a canary that is rolled back by rule and one "
+           "that is promoted, read the deployment as code (AWS SAM), sign the frontend's "
+           "requests and host it on a Hugging Face Space"),
 )
 
 # Each box's top border carries the number of the lesson that covers it; a deck draws its own
@@ -92,7 +96,8 @@ PIPELINE = """\
 # Boxes of earlier lessons that a lesson reworks, by the first word inside them: its deck draws
 # them in double lines too.
 REVISITS: dict[str, tuple[str, ...]] = {"07": ("recognizer", "serverless"),
-                                        "08": ("app", "serverless")}
+                                        "08": ("app", "serverless"),
+                                        "09": ("registry", "app", "serverless")}
 
 
 def lesson(number: str) -> Lesson:

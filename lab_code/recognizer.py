@@ -206,14 +206,29 @@ def model_file(model_path: str | os.PathLike | None = None, runtime: str = "auto
     """The file `load` reads: `model_path` when given, else the bundled file `runtime` names
     ("onnx", "torchscript", or "auto": the ONNX file when it is bundled and onnxruntime is
     installed, so no torch is needed, else the TorchScript file)."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}.")
     if model_path is not None:
+        choose_runtime(runtime, has_onnx=False)  # a given file: only the name is checked
         return Path(model_path)
-    if runtime == "onnx" or (runtime == "auto" and bundled_onnx_path().is_file()
-                             and onnx_available()):
+    if choose_runtime(runtime, has_onnx=bundled_onnx_path().is_file()) == "onnx":
         return bundled_onnx_path()
     return bundled_model_path()
+
+
+def choose_runtime(runtime: str, has_onnx: bool) -> str:
+    """"onnx" or "torchscript": what a service runs of a model that has an ONNX export
+    (`has_onnx`) or not. "auto" takes the ONNX file when there is one and onnxruntime imports, so
+    no torch is needed; the bundled model (model_file) and a registry version
+    (lab_code.registry.served_format) are chosen by this one rule."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}.")
+    if runtime == "auto":
+        return "onnx" if has_onnx and onnx_available() else "torchscript"
+    return runtime
+
+
+def runtime_of(path: str | os.PathLike) -> str:
+    """The runtime that reads a model file: "onnx" for an .onnx file, else "torchscript"."""
+    return "onnx" if Path(path).suffix.lower() == ".onnx" else "torchscript"
 
 
 def load(model_path: str | os.PathLike | None = None, runtime: str = "auto", *,
@@ -224,7 +239,7 @@ def load(model_path: str | os.PathLike | None = None, runtime: str = "auto", *,
     .onnx file with onnxruntime (OnnxRecognizer), any other with TorchScript (TextRecognizer;
     `optimize` applies there only). `threads`: per model call (a server asks for 1)."""
     path = model_file(model_path, runtime)
-    if path.suffix.lower() == ".onnx":
+    if runtime_of(path) == "onnx":
         return OnnxRecognizer(path, url_policy=url_policy, limits=limits, threads=threads)
     return TextRecognizer(path, url_policy=url_policy, limits=limits, optimize=optimize,
                           threads=threads)

@@ -37,10 +37,13 @@ for _key, _value in {
     "GRADIO_ANALYTICS_ENABLED": "False",
     "HF_HUB_OFFLINE": "1",
     "KINETO_LOG_LEVEL": "6",
+    "AWS_EC2_METADATA_DISABLED": "true",  # botocore must not ask 169.254.169.254 for keys
 }.items():
     os.environ[_key] = _value
-os.environ.pop("WANDB_API_KEY", None)
-os.environ.pop("NGROK_AUTHTOKEN", None)
+for _key in ("WANDB_API_KEY", "NGROK_AUTHTOKEN", "HF_TOKEN", "AWS_ACCESS_KEY_ID",
+             "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "BACKEND_URL",
+             "BACKEND_AUTH"):
+    os.environ.pop(_key, None)
 # nbval kernels start in the notebook's folder; make sure they import this checkout's package.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 

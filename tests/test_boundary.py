@@ -234,6 +234,41 @@ try:
 finally:
     demo.close()
 """,
+    "serving.function_url": """
+import os
+from starlette.testclient import TestClient
+from lab_code.serving import serverless, signing
+key, secret = module.new_key_pair()
+app = module.create_gated_app({key: secret}, "us-east-1",
+                              recognizer=serverless.load_recognizer())
+url, body = "http://127.0.0.1/", json.dumps({"image": PNG}).encode()
+os.environ.update(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_REGION="us-east-1")
+headers = signing.Signer(url).headers("POST", url, body, {"Content-Type": "application/json"})
+with TestClient(app, base_url="http://127.0.0.1") as client:
+    assert client.post("/", content=body, headers={"Content-Type": "application/json"}
+                       ).status_code == 403
+    signed = client.post("/", content=body, headers=headers)
+    assert signed.status_code == 200 and signed.json()["text"], signed.text
+""",
+    "serving.release": """
+import os, shutil, tempfile
+from lab_code.artifacts import bundled_model_path
+with tempfile.TemporaryDirectory() as folder:  # a registry of one version, written by hand
+    version = os.path.join(folder, "text-recognizer", "v1")
+    os.makedirs(version)
+    for name in ("text_recognizer.pt", "text_recognizer.onnx", "manifest.json"):
+        shutil.copy(bundled_model_path().with_name(name), version)
+    with open(os.path.join(folder, "text-recognizer", "aliases.json"), "w") as fh:
+        json.dump({"production": "v1"}, fh)
+    assert module.main(["--registry", folder, "promote", "--version", "v1"]) == 0
+    assert module.main(["--registry", folder, "status"]) == 0
+""",
+    "serving.spaces": """
+import os, tempfile
+with tempfile.TemporaryDirectory() as folder:
+    assert module.main(["--out", os.path.join(folder, "space")]) == 0
+    assert os.path.isfile(os.path.join(folder, "space", "app.py"))
+""",
 }
 REQUEST_PROBE = f"""
 import base64, importlib, json, sys

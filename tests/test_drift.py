@@ -482,6 +482,8 @@ KNOWN_PORTS = {
            lambda: _parser_default("lab_code.serving.app", "--port") == 7860),
     8000: ("lab_code.serving.serverless: default of --port (the backend as a local HTTP service)",
            lambda: _parser_default("lab_code.serving.serverless", "--port") == 8000),
+    8001: ("lab_code.serving.function_url: default of --port (the signed Function URL stand-in)",
+           lambda: _parser_default("lab_code.serving.function_url", "--port") == 8001),
     6006: ("TensorBoard's default --port", lambda: _tensorboard_default() == 6006),
     9000: ("the Lambda emulator: `docker run -p 9000:8080` in docker/README.md",
            lambda: _docker_readme_maps("-p 9000:8080")),

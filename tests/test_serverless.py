@@ -497,9 +497,14 @@ def test_service_answers_like_the_handler(service, recognizer):
     assert body.pop("prediction_id") and "prediction_id" not in in_process
     assert body == {**in_process, "latency_ms": body["latency_ms"]}
     health = requests.get(service.url + "health", timeout=10).json()
+    model = health.pop("model")  # which model answers, as its manifest names it
     assert health == {"status": "ok", "model_loaded": True,
                       "model_version": body["model_version"], "waiting": 0,
                       "decoding": {"workers": 2, "busy": 0, "longest_s": 0.0, "replaced": 0}}
+    # the file it serves (the bundled ONNX export here), as the manifest beside it names it
+    assert model["version"] == body["model_version"] == model["sha256"][:12]
+    assert model["name"] == "text-recognizer" and model["release"].startswith("v")
+    assert resp.headers["x-model-version"] == body["model_version"]
     # a body without Content-Type: read as JSON behind a Function URL (which base64-encodes it:
     # the post_base64_body fixture), refused over plain HTTP, where a web page's no-cors fetch
     # sends exactly that

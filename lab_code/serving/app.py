@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import json
 import logging
 import os
 import secrets
@@ -87,15 +88,36 @@ def encode_png(img: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+AUTH_CHOICES = ("auto", "aws_iam", "none")  # how the frontend authenticates to its backend
+
+
+def signs(url: str, auth: str = "auto") -> bool:
+    """Whether requests to `url` are signed with SigV4: aws_iam yes, none no, auto for an AWS
+    Function URL (lab_code.serving.signing)."""
+    if auth not in AUTH_CHOICES:
+        raise ValueError(f"backend auth must be one of {', '.join(AUTH_CHOICES)}, not {auth!r}.")
+    if auth == "auto":
+        from lab_code.serving.signing import is_function_url
+
+        return is_function_url(url)
+    return auth == "aws_iam"
+
+
 class PredictorBackend:
     """Reads text with the local TextRecognizer, or, given a URL, with a remote backend that
-    answers `POST url {"image": "<base64 PNG>"}` with `{"text": ...}` (or `{"error": ...}`)."""
+    answers `POST url {"image": "<base64 PNG>"}` with `{"text": ...}` (or `{"error": ...}`).
+    Requests to an AWS_IAM Function URL are signed (`auth`: auto signs for a Function URL)."""
 
     def __init__(self, url: str | None = None, model_path: str | os.PathLike | None = None,
-                 timeout: float = 30.0, watch=None) -> None:
+                 timeout: float = 30.0, watch=None, auth: str = "auto") -> None:
         self.url, self.timeout = url, timeout
         self.watch = watch  # the local model's prediction log (lab_code.serving.watch, lesson 08)
         self._recognizer = None
+        self._signer = None
+        if url is not None and signs(url, auth):
+            from lab_code.serving.signing import Signer  # botocore loads only when needed
+
+            self._signer = Signer(url)  # SigningError with one sentence when it cannot sign
         if url is None:
             from lab_code.recognizer import TextRecognizer  # torch loads only when needed
             from lab_code.threads import serving_threads
@@ -105,7 +127,8 @@ class PredictorBackend:
             self._recognizer = TextRecognizer(model_path, threads=serving_threads())
 
     def __repr__(self) -> str:
-        return f"PredictorBackend(url={self.url!r})"
+        signed = ", signed=True" if self._signer is not None else ""
+        return f"PredictorBackend(url={self.url!r}{signed})"
 
     def run(self, image: Image.Image) -> str:
         return self.read(image)[0]
@@ -128,8 +151,12 @@ class PredictorBackend:
         return self._post(image)
 
     def _post(self, image: Image.Image) -> tuple[str, str | None]:
+        body = json.dumps({"image": encode_png(image)}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._signer is not None:  # signed at send time: AWS refuses signatures 5 min old
+            headers = self._signer.headers("POST", self.url, body, headers)
         try:
-            resp = requests.post(self.url, json={"image": encode_png(image)}, timeout=self.timeout)
+            resp = requests.post(self.url, data=body, headers=headers, timeout=self.timeout)
         except requests.Timeout as err:
             raise BackendError(
                 f"The backend at {self.url} did not answer within {self.timeout:.0f} s: "
@@ -147,6 +174,14 @@ class PredictorBackend:
                                "without JSON: is this the right URL?")
         if resp.status_code == 200 and isinstance(body.get("text"), str):
             return body["text"], body.get("prediction_id")
+        if resp.status_code == 403 and self._signer is not None and "error" not in body:
+            raise BackendError(f"The backend at {self.url} refused the signed request (HTTP 403): "
+                               "check the AWS keys and region, and that they may call "
+                               "lambda:InvokeFunctionUrl and lambda:InvokeFunction on it.")
+        if resp.status_code == 403 and self._signer is None and "error" not in body:
+            raise BackendError(f"The backend at {self.url} refused the request (HTTP 403): an "
+                               "AWS_IAM Function URL needs signed requests (--backend-auth "
+                               "aws_iam).")
         if "error" in body:  # the backend's own one-sentence message
             raise BackendError(str(body["error"]))
         raise BackendError(f"The backend at {self.url} failed with HTTP {resp.status_code}: "
@@ -383,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend-url", default=os.environ.get("BACKEND_URL"),
                         help="send images to this backend URL instead of running the model here "
                              "(default: $BACKEND_URL, else the bundled model)")
+    parser.add_argument("--backend-auth", choices=AUTH_CHOICES,
+                        default=os.environ.get("BACKEND_AUTH") or "auto",
+                        help="sign requests to the backend with AWS SigV4 (aws_iam), or not "
+                             "(none); auto signs for an AWS Function URL, with the standard AWS "
+                             "credentials (default: $BACKEND_AUTH, else auto)")
     parser.add_argument("--model", type=Path, default=None,
                         help="TorchScript model file for the local model (default: bundled)")
     parser.add_argument("--watch-db", default=os.environ.get("WATCH_DB") or None,
@@ -463,10 +503,13 @@ def main(argv: list[str] | None = None) -> int:
     if port_in_use(args.host, args.port):
         print(f"error: {in_use_message(args.host, args.port)}", file=sys.stderr)
         return 1
+    from lab_code.serving.signing import SigningError
+
     try:
         watch, feedback = watching(args.backend_url, args.watch_db)
-        backend = PredictorBackend(args.backend_url, model_path=args.model, watch=watch)
-    except (FileNotFoundError, ValueError, RuntimeError, OSError) as err:
+        backend = PredictorBackend(args.backend_url, model_path=args.model, watch=watch,
+                                   auth=args.backend_auth)
+    except (FileNotFoundError, ValueError, RuntimeError, OSError, SigningError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     auth = choose_auth(args)

@@ -17,13 +17,16 @@ from lab_code.threads import limit_children
 # otherwise). The model runs on the app's model thread (lab_code.serving.worker), not on this
 # one: onnxruntime's session keeps its one thread whichever thread calls it, and for TorchScript
 # load_recognizer sets torch's count on each thread that calls the model.
-limit_children(1)
+THREADS = 1  # deploy/template.yaml gives the function one vCPU (1,769 MB) for this one thread
+limit_children(THREADS)
 
 from lab_code.serving import serverless  # noqa: E402 - after the thread settings, on purpose
 from lab_code.serving.lambda_adapter import make_handler  # noqa: E402
 from lab_code.serving.watch import lambda_watch  # noqa: E402
 
-RECOGNIZER = serverless.load_recognizer()  # $MODEL_PATH, else the bundled model
+# $MODEL_PATH (the image's model/), else the bundled model; checked against the manifest beside it
+# and $EXPECTED_MODEL_VERSION before it loads, so a wrong model fails the init, never a request
+RECOGNIZER = serverless.load_recognizer()
 serverless.warm_up(RECOGNIZER, scored=True)  # the watched path reads confidences too
 # metrics as CloudWatch EMF lines on stdout; a prediction log only where $WATCH_DB names one
 app = serverless.create_app(RECOGNIZER, watch=lambda_watch())

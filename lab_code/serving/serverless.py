@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +31,17 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from lab_code import images, preprocess, urlfetch
-from lab_code.artifacts import model_version
-from lab_code.recognizer import RUNTIMES, Recognizer, load, model_file, page_text
-from lab_code.serving import corrections, decoding, metrics, predictions, runner
+from lab_code.artifacts import DEFAULT_MODEL_NAME, DEFAULT_REGISTRY, RegistryError
+from lab_code.recognizer import RUNTIMES, Recognizer, load, page_text, runtime_of
+from lab_code.serving import (
+    corrections,
+    decoding,
+    metrics,
+    model_source,
+    predictions,
+    rollout,
+    runner,
+)
 from lab_code.serving.cache import ResultCache
 from lab_code.serving.errors import ApiError, add_error_handlers
 from lab_code.serving.guard import RequestGuard
@@ -52,10 +61,14 @@ def load_recognizer(model_path: str | os.PathLike | None = None,
                     optimize: bool = True, runtime: str = "auto") -> Recognizer:
     """The recognizer to serve: `model_path`, else $MODEL_PATH, else the bundled model (its ONNX
     file with onnxruntime when there, no torch needed; else TorchScript, frozen for the CPU at
-    load unless `optimize` is false: lab_code.recognizer.load). Each model call runs on one
-    thread (or $OMP_NUM_THREADS), on whichever thread calls it: lab_code.threads says why."""
-    return load(model_path or os.environ.get(MODEL_ENV) or None, runtime, optimize=optimize,
-                threads=serving_threads())
+    load unless `optimize` is false: lab_code.recognizer.load), checked first by
+    lab_code.serving.model_source (the manifest beside it, $EXPECTED_MODEL_VERSION). Each model
+    call runs on one thread (or $OMP_NUM_THREADS), on whichever thread calls it:
+    lab_code.threads says why."""
+    served = model_source.from_environment(model_path, runtime)
+    recognizer = load(served.path, optimize=optimize, threads=serving_threads())
+    recognizer.served = served  # which model this is, for /health
+    return recognizer
 
 
 def warm_up(recognizer: Recognizer, scored: bool = False) -> None:
@@ -119,10 +132,13 @@ def request_lines(source: bytes | str, name: str, limits: ServiceLimits,
 def create_app(recognizer: Recognizer | None = None, *,
                model_path: str | os.PathLike | None = None,
                limits: ServiceLimits | None = None, optimize: bool = True,
-               runtime: str = "auto", watch: Watch | None = None) -> FastAPI:
+               runtime: str = "auto", watch: Watch | None = None,
+               registry: rollout.RegistrySource | None = None) -> FastAPI:
     """The backend's FastAPI app. Given a recognizer (Lambda, tests) it serves that one; without,
     its lifespan hook loads `model_path` (else $MODEL_PATH, else the bundled model, in `runtime`:
-    load_recognizer) at startup and /health answers 503 until it is ready. With a `watch`
+    load_recognizer) at startup and /health answers 503 until it is ready. Given a `registry`
+    source, it serves the model that alias names and follows the registry from then on: a
+    candidate beside it, promotions, rollbacks (lab_code.serving.rollout). With a `watch`
     (lab_code.serving.watch, lesson 08) it counts and times every request, logs every
     prediction, serves /metrics when Prometheus metrics are on and /corrections when a
     prediction log is."""
@@ -136,14 +152,23 @@ def create_app(recognizer: Recognizer | None = None, *,
     async def lifespan(app: FastAPI):
         decode_pool(limits).start()  # the decoding workers start while the model loads
         if state["worker"] is None:
-            loaded = await run_in_threadpool(load_recognizer, model_path, optimize, runtime)
-            await run_in_threadpool(warm_up, loaded, watched)
+            if registry is not None:
+                def warm_worker(path: Path) -> ModelWorker:
+                    loaded = load_recognizer(path, optimize, registry.runtime)
+                    warm_up(loaded, watched)
+                    return ModelWorker(loaded, scored=watched)
+
+                state["worker"] = await run_in_threadpool(rollout.start, registry, warm_worker)
+            else:
+                loaded = await run_in_threadpool(load_recognizer, model_path, optimize, runtime)
+                await run_in_threadpool(warm_up, loaded, watched)
+                state["worker"] = ModelWorker(loaded, scored=watched)
             await run_in_threadpool(decode_pool(limits).wait_ready)
-            state["worker"] = ModelWorker(loaded, scored=watched)
             if watch is not None:
                 watch.ready(state["worker"].version, [r.path for r in app.routes])
+            recognizer_ = state["worker"].recognizer
             log_request(event="ready", pid=os.getpid(), model_version=state["worker"].version,
-                        runtime=loaded.runtime)
+                        runtime=recognizer_.runtime)
         if limits.cache_entries > 0:
             state["cache"] = ResultCache(limits.cache_entries, state["worker"].version)
         try:
@@ -211,8 +236,11 @@ def create_app(recognizer: Recognizer | None = None, *,
                                       stats),
                     deadline - time.monotonic())
                 scored: list[tuple[str, float | None]] = []
+                answered_by = worker.version
                 if lines:
                     job = worker.submit(lines, deadline, timings)
+                    # a rollout names the model it routed this request to
+                    answered_by = getattr(job, "model_version", answered_by)
                     try:
                         scored = await asyncio.wait_for(asyncio.wrap_future(job),
                                                         max(0.0, deadline - time.monotonic()))
@@ -239,9 +267,10 @@ def create_app(recognizer: Recognizer | None = None, *,
         if watch is not None:  # a cached answer has no confidence: only the model's are logged
             watch.prediction(request.scope["state"], prediction_id=prediction_id, source="api",
                              timings={**timings, "handler": latency_ms}, stats=stats,
-                             scored=scored, chars=len(text))
+                             scored=scored, chars=len(text), model_version=answered_by)
         logged = watch is not None and watch.log is not None
-        return PredictResponse(text=text, model_version=worker.version, lines=count,
+        response.headers["x-model-version"] = answered_by
+        return PredictResponse(text=text, model_version=answered_by, lines=count,
                                latency_ms=round(latency_ms, 2),
                                prediction_id=prediction_id if logged else None)
 
@@ -254,7 +283,7 @@ def create_app(recognizer: Recognizer | None = None, *,
             return JSONResponse({"status": "loading", "model_loaded": False}, status_code=503,
                                 headers=busy)
         body = {"status": "ok", "model_loaded": True, "model_version": worker.version,
-                "waiting": waiting.value}
+                "waiting": waiting.value, **rollout.health_fields(worker)}
         if state["cache"] is not None:
             cache = state["cache"]
             body["cache"] = {"entries": len(cache), "hits": cache.hits, "misses": cache.misses}
@@ -355,6 +384,23 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--drift-window", type=int, default=None, metavar="N",
                        help="predictions the drift figures are made of (default: "
                             "lab_code.serving.drift.WINDOW)")
+    release = parser.add_argument_group(
+        "serving from the model registry (lesson 09); default: $MODEL_PATH, else the bundled "
+        "model")
+    release.add_argument("--model-alias", default=None, metavar="ALIAS",
+                         help="serve the model this registry alias names (e.g. production) and "
+                              "follow the registry: a candidate beside it, promotions, rollbacks "
+                              "(each version's file in --runtime: its ONNX export when auto "
+                              "finds one)")
+    release.add_argument("--model-version", default=None, metavar="VN",
+                         help="serve this exact registry version (e.g. v3), pinned")
+    release.add_argument("--model-sha256", default=None, metavar="HEX",
+                         help="with --model-version: refuse it unless the sha256 of the file it "
+                              "serves starts with these hex digits (at least 12)")
+    release.add_argument("--registry", default=str(DEFAULT_REGISTRY), metavar="DIR",
+                         help="the local model registry (default: %(default)s)")
+    release.add_argument("--model-name", default=DEFAULT_MODEL_NAME, metavar="NAME",
+                         help="the model's name in the registry (default: %(default)s)")
     return parser
 
 
@@ -380,9 +426,11 @@ def app_from_environment() -> FastAPI:
     hosts = tuple(config.pop("allowed_hosts", ()))
     runtime = config.pop("runtime", "auto")
     watch = config.pop("watch", None)
+    source = config.pop("registry", None)
     return create_app(limits=replace(ServiceLimits(), url_policy=policy, allowed_hosts=hosts,
                                      **config), optimize=optimize, runtime=runtime,
-                      watch=Watch(WatchConfig(**watch)) if watch else None)
+                      watch=Watch(WatchConfig(**watch)) if watch else None,
+                      registry=rollout.RegistrySource(**source) if source else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,22 +438,39 @@ def main(argv: list[str] | None = None) -> int:
     if port_in_use(args.host, args.port):
         print(f"error: {in_use_message(args.host, args.port)}", file=sys.stderr)
         return 1
-    model_path = model_file(os.environ.get(MODEL_ENV) or None, args.runtime)
-    if not model_path.is_file():
-        print(f"error: No model file at {model_path}: run `make model` or set {MODEL_ENV} to a "
-              ".onnx or .pt model file.", file=sys.stderr)
-        return 1
     if args.workers < 1 or args.cache < 0 or args.max_waiting < 1 or \
             (args.drift_window is not None and args.drift_window < 1):
         print("error: --workers, --max-waiting and --drift-window must be at least 1, and "
               "--cache at least 0.", file=sys.stderr)
         return 2
+    if args.model_alias and (args.model_version or args.cache):
+        print("error: --model-alias follows the registry, so it goes with neither "
+              "--model-version (a pinned version) nor --cache (a cached answer would outlive a "
+              "promotion).", file=sys.stderr)
+        return 2
+    if args.model_sha256 and not args.model_version:
+        print("error: --model-sha256 checks the version --model-version names: give both.",
+              file=sys.stderr)
+        return 2
     watch = WatchConfig(prometheus=args.metrics,
                         db=None if args.watch_db == predictions.OFF else args.watch_db,
                         profile=args.drift_profile, drift_window=args.drift_window)
-    try:  # a log that cannot be opened, or a profile that is missing, stops it here, at once
+    source = None
+    try:  # a wrong model, a log that cannot be opened or a missing profile stops it at once
+        if args.model_alias:
+            source = rollout.RegistrySource(args.registry, args.model_name, args.model_alias,
+                                            args.runtime)
+            served = model_source.from_registry(args.model_name, alias=args.model_alias,
+                                                registry_dir=args.registry, runtime=args.runtime)
+        elif args.model_version:
+            served = model_source.from_registry(args.model_name, version=args.model_version,
+                                                registry_dir=args.registry,
+                                                sha256=args.model_sha256, runtime=args.runtime)
+            os.environ[model_source.EXPECTED_ENV] = served.sha256  # the workers check it too
+        else:
+            served = model_source.from_environment(runtime=args.runtime)
         Watch(replace(watch, prometheus=False)).close()
-    except (OSError, RuntimeError, ValueError) as err:
+    except (RegistryError, OSError, RuntimeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     import uvicorn
@@ -413,19 +478,21 @@ def main(argv: list[str] | None = None) -> int:
     # the worker processes load torch, OpenMP and OpenBLAS with one thread each (or what the
     # environment already says); this process's own model thread is set by load_recognizer
     limit_children(serving_threads())
-    os.environ[MODEL_ENV] = str(model_path)
+    os.environ[MODEL_ENV] = str(served.path)
     os.environ[CONFIG_ENV] = json.dumps({
         "deadline_s": args.deadline, "max_waiting": args.max_waiting,
         "cache_entries": args.cache, "allow_private": args.allow_private_urls,
-        "allowed_hosts": args.allowed_hosts,
-        "optimize": args.optimize, "runtime": args.runtime, "watch": asdict(watch)})
+        "allowed_hosts": args.allowed_hosts, "optimize": args.optimize,
+        "runtime": args.runtime, "watch": asdict(watch),
+        "registry": asdict(source) if source else None})
     workers = f"{args.workers} worker{'s' if args.workers > 1 else ''}"
-    runtime = "onnx" if model_path.suffix.lower() == ".onnx" else "torchscript"
+    named = f", {served.name} {served.release}," if served.release else ""
+    follows = f", following {args.model_name}:{args.model_alias}" if source else ""
     extras = ", metrics at /metrics" if args.metrics else ""
     extras += f", predictions logged to {watch.db}" if watch.db else ""
-    print(f"Serving model {model_version(model_path)} ({runtime}) on "
-          f"http://{args.host}:{args.port}/ with {workers} (POST JSON, GET /health, docs at "
-          f"/docs{extras}); Ctrl+C stops it.", flush=True)
+    print(f"Serving model {served.version} ({runtime_of(served.path)}){named} on "
+          f"http://{args.host}:{args.port}/ with {workers}{follows} (POST JSON, GET /health, "
+          f"docs at /docs{extras}); Ctrl+C stops it.", flush=True)
     # every worker writes its metrics to files here, and /metrics adds them up
     metrics_dir = metrics.fresh_multiprocess_dir() if args.metrics else None
     try:

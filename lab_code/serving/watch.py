@@ -72,8 +72,10 @@ class Watch:
         route = metrics_mod.route_of(path, self.routes)
         if self.prom is not None:
             self.prom.request_finished(route, status, seconds)
-        if self.emf is not None:
-            self.emf.request(route, status, seconds, self.version, state.get("watch"))
+        if self.emf is not None:  # the version that answered (a rollout has two), else the one
+            watched = state.get("watch")
+            version = (watched or {}).get("model_version") or self.version
+            self.emf.request(route, status, seconds, version, watched)
 
     def waiting(self, change: int) -> None:
         if self.prom is not None:
@@ -82,18 +84,21 @@ class Watch:
     # --- the predict route: every prediction ----------------------------------------------------
     def prediction(self, state: dict[str, Any], *, prediction_id: str, source: str,
                    timings: dict[str, float], stats: dict[str, float],
-                   scored: Sequence[tuple[str, float]], chars: int) -> None:
+                   scored: Sequence[tuple[str, float]], chars: int,
+                   model_version: str | None = None) -> None:
         """One prediction: its stage timings and line confidences to the metrics, one row to the
-        log, and the same facts kept in `state` for the request's EMF line."""
+        log, and the same facts kept in `state` for the request's EMF line. `model_version`: the
+        version that answered, when it is not the one `ready` named (a canary, lesson 09)."""
         confidences = [c for _, c in scored]
         if self.prom is not None:
             self.prom.prediction(timings, confidences)
-        row = prediction_row(prediction_id, self.version, source, timings, stats, confidences,
-                             chars)
+        version = model_version or self.version
+        row = prediction_row(prediction_id, version, source, timings, stats, confidences, chars)
         if self.log is not None:
             self.log.write(row)
         if self.emf is not None:
             state["watch"] = {"confidences": confidences, "timings": timings,
+                              "model_version": version,
                               "properties": {k: v for k, v in row.items()
                                              if v is not None and k != "model_version"}}
 

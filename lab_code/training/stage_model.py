@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,13 +24,13 @@ import torch
 
 import lab_code
 from lab_code.artifacts import (
-    ALIASES_FILE,
     DEFAULT_MODEL_NAME,
     DEFAULT_REGISTRY,
     MANIFEST_FILE,
     MODEL_FILE,
     ONNX_FILE,
     RegistryError,
+    aliases_lock,
     bundled_model_path,
     model_folder,
     read_aliases,
@@ -37,6 +38,7 @@ from lab_code.artifacts import (
     verified_copy,
     wandb_mode,
     wandb_project,
+    write_aliases,
 )
 
 
@@ -65,37 +67,93 @@ def stage(checkpoint: str | os.PathLike, name: str = DEFAULT_MODEL_NAME, alias: 
     from lab_code.training.export import save_torchscript  # training side: only staging needs it
     from lab_code.training.train import load_checkpoint
 
-    checkpoint, registry = Path(checkpoint), Path(registry)
+    checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise StagingError(f"No checkpoint at {checkpoint}: train one with "
                            "`python -m lab_code.training train` first.")
     model, ckpt = load_checkpoint(checkpoint)
-    folders = model_folder(registry, name).glob("v*")
-    versions = [int(p.name[1:]) for p in folders if p.name[1:].isdigit()]
-    version = f"v{max(versions, default=0) + 1}"
-    folder = model_folder(registry, name) / version
-    model_path = save_torchscript(model, folder / MODEL_FILE)
+    return _add_version(lambda path: save_torchscript(model, path), name, alias, registry, wandb,
+                        metrics=ckpt.get("metrics", {}), run_id=ckpt.get("wandb_run_id"),
+                        source={"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
+                        onnx_model=model if onnx else None)
+
+
+def stage_file(model: str | os.PathLike, name: str = DEFAULT_MODEL_NAME, alias: str = "latest",
+               registry: str | os.PathLike = DEFAULT_REGISTRY, wandb: str = "off",
+               metrics: dict | None = None, note: str | None = None,
+               with_onnx: bool = False) -> dict:
+    """Add an already compiled TorchScript file (the bundled model, a degraded copy, one made
+    elsewhere) to the registry as the next version, like `stage` does for a checkpoint. An ONNX
+    export needs the eager model a checkpoint holds, so by default the version has none and a
+    service serves its TorchScript file (lab_code.registry.served_format); `with_onnx` also
+    stages the ONNX file the model's own manifest names beside it (the bundled model's), after
+    both files match that manifest's sha256 sums: the same weights, the same lineage."""
+    from lab_code.artifacts import load_torchscript
+
+    model = Path(model)
+    load_torchscript(model)  # a TorchScript file, or one clear error
+    manifest = model.parent / MANIFEST_FILE  # what the file's own manifest says of it
+    known = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    same = known.get("file") == model.name and known.get("sha256") == sha256_file(model)
+    if metrics is None:
+        metrics = known.get("metrics", {}) if same else {}
+    onnx_file = None
+    if with_onnx:
+        entry = known.get("onnx") if same else None
+        onnx_file = model.parent / entry["file"] if entry else None
+        if onnx_file is None or not onnx_file.is_file() or sha256_file(onnx_file) != \
+                entry["sha256"]:
+            raise StagingError(f"No ONNX export of {model} that the {MANIFEST_FILE} beside it "
+                               "vouches for: stage the checkpoint instead (--checkpoint CKPT "
+                               "exports one), or stage the file without --with-onnx.")
+    source = {"path": str(model), "sha256": sha256_file(model)}
+    if note:
+        source["note"] = note
+    return _add_version(lambda path: shutil.copyfile(model, path), name, alias, registry, wandb,
+                        metrics=metrics, run_id=None, source=source, key="source_model",
+                        onnx_copy=(onnx_file, known["onnx"]) if onnx_file else None)
+
+
+def _add_version(write, name: str, alias: str, registry: str | os.PathLike, wandb: str, *,
+                 metrics: dict, run_id: str | None, source: dict,
+                 key: str = "source_checkpoint", onnx_model=None,
+                 onnx_copy: tuple[Path, dict] | None = None) -> dict:
+    """Write the next version's folder (the model by `write(path)`; with `onnx_model`, the eager
+    model, its ONNX export beside it, or with `onnx_copy` (file, manifest entry) a verified copy
+    of one; its manifest), log it to W&B when on, and point `alias` at it."""
+    registry = Path(registry)
+    with aliases_lock(registry, name):  # two stagings at once must not pick the same number
+        folders = model_folder(registry, name).glob("v*")
+        versions = [int(p.name[1:]) for p in folders if p.name[1:].isdigit()]
+        version = f"v{max(versions, default=0) + 1}"
+        folder = model_folder(registry, name) / version
+        folder.mkdir(parents=True)
+    model_path = folder / MODEL_FILE
+    write(model_path)
     manifest = {
         "name": name,
         "version": version,
         "file": MODEL_FILE,
         "sha256": sha256_file(model_path),
         "size_bytes": model_path.stat().st_size,
-        "metrics": ckpt.get("metrics", {}),
-        "source_checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
+        "metrics": metrics,
+        key: source,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "torch_version": torch.__version__,
-        "onnx": onnx_entry(model, folder) if onnx else None,
+        "onnx": onnx_entry(onnx_model, folder) if onnx_model is not None else None,
         "wandb": None,
     }
+    if onnx_copy is not None:
+        src, entry = onnx_copy
+        verified_copy(src, entry["sha256"], folder / ONNX_FILE)
+        manifest["onnx"] = {**entry, "file": ONNX_FILE}
     mode = wandb_mode(wandb)
     if mode != "off":
-        run_id = ckpt.get("wandb_run_id")
         manifest["wandb"] = log_artifact(model_path, manifest, run_id, mode, alias)
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-    aliases = read_aliases(registry, name) | {alias: version}  # the only place an alias lives
-    (model_folder(registry, name) / ALIASES_FILE).write_text(json.dumps(aliases, indent=2))
+    with aliases_lock(registry, name):  # aliases.json is the only place an alias lives
+        write_aliases(registry, name, read_aliases(registry, name) | {alias: version})
     return manifest
 
 
@@ -187,7 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab_code.training stage_model",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, help="checkpoint.pt to compile and stage")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--checkpoint", type=Path, help="checkpoint.pt to compile and stage")
+    what.add_argument("--model", type=Path, default=None,
+                      help="an already compiled TorchScript file to stage as it is")
+    parser.add_argument("--with-onnx", action="store_true",
+                        help="with --model: also stage the ONNX export its manifest names beside "
+                             "it (the bundled model has one; what the services run)")
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME,
                         help="model name (default: %(default)s)")
     parser.add_argument("--alias", default="latest",
@@ -209,18 +273,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.checkpoint is None:
-            parser.error("give --checkpoint CKPT to stage a model (python -m lab_code.registry "
-                         "fetches one)")
+        if args.checkpoint is None and args.model is None:
+            parser.error("give --checkpoint CKPT (or --model FILE.pt) to stage a model (python -m "
+                         "lab_code.registry fetches one)")
         if args.onnx_only:
+            if args.checkpoint is None:
+                parser.error("--onnx-only exports from the checkpoint: give --checkpoint CKPT")
             manifest = add_onnx(args.checkpoint)
             onnx = manifest["onnx"]
             print(f"exported {bundled_model_path().with_name(onnx['file'])} from "
                   f"{args.checkpoint} (sha256 {onnx['sha256'][:12]}..., "
                   f"{onnx['size_bytes'] / 1e6:.2f} MB), recorded in its manifest")
             return 0
-        manifest = stage(args.checkpoint, args.name, args.alias, args.registry, args.wandb)
-    except RegistryError as err:
+        if args.with_onnx and args.model is None:
+            parser.error("--with-onnx goes with --model FILE.pt (--checkpoint exports its own)")
+        if args.model is not None:
+            manifest = stage_file(args.model, args.name, args.alias, args.registry, args.wandb,
+                                  with_onnx=args.with_onnx)
+        else:
+            manifest = stage(args.checkpoint, args.name, args.alias, args.registry, args.wandb)
+    except (RegistryError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     where = args.registry / args.name / manifest["version"]
