@@ -43,19 +43,21 @@ print(dockerfile.rebuild_plan(dockerfile.parse_dockerfile(GOOD),
 # %% [exercise 2]
 lambda_steps = dockerfile.read_dockerfile(LAMBDA)
 print(dockerfile.table(lambda_steps))
-# Steps: 1 FROM, 2 COPY requirements, 3 RUN pip install, 4 COPY lab_code/, 5 CMD.
+# Steps: 1 FROM, 2 COPY requirements, 3 RUN pip install, 4 ARG MODEL_DIR, 5 COPY the model (the
+# ONNX file and its manifest) to model/, 6 ENV MODEL_PATH, 7 COPY lab_code/, 8 CMD.
 my_prediction = {
-    # The model file is inside lab_code/: step 4 copies it, so 4 and everything after it.
-    "lab_code/artifacts/text_recognizer.pt": [4, 5],
+    # The model the function serves is copied at step 5 (from MODEL_DIR, lab_code/artifacts by
+    # default): 5 and everything after it. (lab_code/ at step 7 holds a copy too.)
+    "lab_code/artifacts/text_recognizer.onnx": [5, 6, 7, 8],
     # Step 2 copies the requirements file; the install (3) sits on top of it, and so on.
-    "docker/requirements-lambda.txt": [2, 3, 4, 5],
+    "docker/requirements-lambda.txt": [2, 3, 4, 5, 6, 7, 8],
 }
 for path, predicted in my_prediction.items():
     plan = dockerfile.rebuild_plan(lambda_steps, [path])
     actual = [step.number for step in plan.rebuilt]
     print(f"{path}: predicted {predicted}, rebuilt {actual}")
     assert actual == predicted
-# (b) takes minutes: step 3 downloads and installs torch and the rest again (hundreds of MB).
+# (b) takes minutes: step 3 downloads and installs onnxruntime and the rest again (about 200 MB).
 # (a) copies 2 MB: seconds. That is the point of installing the requirements before the code.
 
 # %% [exercise 3]

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import requests
 
-from lab_code.artifacts import bundled_model_path, model_version
-from lab_code.recognizer import TextRecognizer
+from lab_code.artifacts import model_version
+from lab_code.recognizer import TextRecognizer, model_file
 from lab_code.serving import batching, serverless
 from lab_code.serving.errors import ApiError
 from lab_code.serving.limits import MAX_BODY_BYTES, ServiceLimits
@@ -273,7 +273,7 @@ def test_a_request_gets_the_recognizers_text(server, recognizer):
     resp = requests.post(server.predict, json={"image": b64(PAGE)}, timeout=60)
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
     assert resp.json() == {"text": recognizer.predict(PAGE), "lines": 3,
-                           "model_version": model_version(bundled_model_path())}
+                           "model_version": model_version(model_file())}  # the file it serves
     stages = resp.headers["server-timing"]
     assert all(f"{s};dur=" in stages for s in ("decode", "lines", "model")) and batch_size(resp)
     assert requests.get(server.url + "/health", timeout=10).text == "ok"

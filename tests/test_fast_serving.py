@@ -399,13 +399,14 @@ def test_a_baseline_serves_its_own_code_with_this_checkouts_model(tmp_path):
 
 @pytest.mark.slow
 def test_the_lines_the_baseline_reads_differently_it_reads_worse(tmp_path):
-    """Lesson 07 says the few lines the code before it reads differently, with today's weights,
-    are lesson 01's splitter at work, read worse by the old code: checked here on the same 120
-    screenshot lines the benchmark reads."""
+    """Deck 07 says how many of the 120 screenshot lines the end-to-end baseline's code reads
+    differently with today's weights (none, in the committed run), and that any it does, it reads
+    worse: checked here on the same lines the benchmark reads."""
     from lab_code.measuring import service_benchmark
     from lab_code.training import metrics
 
-    ref = json.loads(COMMITTED.read_text())["baseline"]
+    committed = json.loads(COMMITTED.read_text())
+    ref = committed["end_to_end"].get("baseline") or committed["baseline"]  # the code read beside
     if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{ref}^{{commit}}"],
                       capture_output=True).returncode != 0:
         pytest.skip(f"commit {ref} is not in this clone (a shallow clone?)")
@@ -415,8 +416,9 @@ def test_the_lines_the_baseline_reads_differently_it_reads_worse(tmp_path):
     before = service_benchmark.read_in_process(
         service_benchmark.extract_baseline(ref, tmp_path), paths, passes=1)["texts"]
     differ = [i for i, (a, b) in enumerate(zip(now, before, strict=True)) if a != b]
-    assert len(differ) == json.loads(COMMITTED.read_text())["end_to_end"][
-        "images_read_differently"]
+    assert len(differ) == committed["end_to_end"]["images_read_differently"]
+    if not differ:  # the run's two codes read every line alike: nothing to compare
+        return
     truths = [truth[paths[i].name] for i in differ]
     assert metrics.cer([now[i] for i in differ], truths) < metrics.cer(
         [before[i] for i in differ], truths)

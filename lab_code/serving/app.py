@@ -293,13 +293,14 @@ def make_predict(predict_fn: Predict, feedback=None) -> Callable[[Image.Image | 
     """Wrap a predict function for the UI: check the input, turn errors into messages, log; with
     `feedback` (lesson 08), remember the visitor's prediction id for a correction."""
 
-    def predict(image: Image.Image | None, request: gr.Request) -> str:
-        img = check_image(image)
+    def predict(image: Image.Image | None, request: gr.Request | None = None) -> str:
+        img = check_image(image)  # `request`: Gradio's, when Gradio calls it; None when you do
         start = time.perf_counter()
         try:
             if feedback is not None:
                 text, prediction_id = predict_fn.read(img)
-                feedback.remember(request.session_hash, img, prediction_id)
+                if request is not None:
+                    feedback.remember(request.session_hash, img, prediction_id)
             else:
                 text = predict_fn(img)
         except (BackendError, images.ImageInputError) as err:
