@@ -38,7 +38,7 @@ NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=120
 test: setup slides-if-node ## everything CI runs: the tests, every notebook and solution, the slides
 	$(BIN)/python -m pytest tests notebooks solutions $(NBVAL)
 
-quick: setup ## the fast tests only: no notebooks, no slow or browser tests (a few minutes)
+quick: setup ## the fast tests only: no notebooks, no slow or browser tests (about 9 minutes)
 	$(BIN)/python -m pytest tests -m "not slow and not browser" -q
 
 # The slides need Node.js; a learner without it still gets every other test. Under CI=true they
