@@ -134,3 +134,63 @@ def test_torch_export_runs_the_tensor_part(model, tmp_path):
     assert torch.allclose(loaded(three), model.logits(three), atol=1e-5)
     with pytest.raises(Exception):  # noqa: B017 - another width does not: the LSTM was unrolled
         loaded(export.fit_width(batch, 96))
+
+
+# --- ONNX: where torch.export cannot capture the model ----------------------------------------
+CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "text_recognizer_checkpoint.pt"
+
+
+@pytest.fixture(scope="module")
+def trained_model():
+    from lab_code.training.train import load_checkpoint
+
+    return load_checkpoint(CHECKPOINT)[0].eval()
+
+
+def test_when_torch_export_fails_the_torchscript_based_exporter_writes_the_model(
+        trained_model, tmp_path, monkeypatch, capsys):
+    """torch 2.11 (Colab's in December 2026) cannot capture the LSTM with a dynamic width
+    ("Pending unbacked symbols"): the export falls back, says so, and the file still reads any
+    batch and width as the model does. Seen for real in the Colab-like venv; simulated here."""
+    pytest.importorskip("onnxruntime")
+    from lab_code.recognizer import OnnxRecognizer
+
+    real = torch.onnx.export
+
+    def without_torch_export(*args, dynamo=True, **kwargs):
+        if dynamo:
+            raise torch.onnx.OnnxExporterError("as torch 2.11's torch.export does")
+        return real(*args, dynamo=False, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", without_torch_export)
+    path = export.export_onnx(trained_model, tmp_path / "m.onnx")
+    assert export.onnx_exporter(path).startswith(export.LEGACY)
+    assert "TorchScript-based exporter" in capsys.readouterr().err
+    batch, _ = export.example_batch(6)
+    parity = export.check_onnx_parity(trained_model, path, batch)
+    assert parity.ok, parity
+    page = Image.open(EXAMPLES / "page_3_lines.png")  # three lines of three widths, one batch
+    assert OnnxRecognizer(path).predict(page) == OnnxRecognizer().predict(page)  # the bundled
+
+
+def test_the_current_exporter_is_named_in_the_file(trained_model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = export.export_onnx(trained_model, tmp_path / "m.onnx")
+    exporter = export.onnx_exporter(path)
+    assert exporter.startswith((export.DYNAMO, export.LEGACY)) and torch.__version__ in exporter
+
+
+def test_a_staging_that_fails_leaves_no_version_behind(tmp_path, monkeypatch):
+    from lab_code.training import stage_model
+
+    def broken(model, folder):
+        raise stage_model.StagingError("the export read differently")
+
+    monkeypatch.setattr(stage_model, "onnx_entry", broken)
+    with pytest.raises(stage_model.StagingError):
+        stage_model.stage(CHECKPOINT, registry=tmp_path, wandb="off")
+    folder = tmp_path / stage_model.DEFAULT_MODEL_NAME
+    assert not list(folder.glob("v*")), "a failed staging left a version without a manifest"
+    monkeypatch.undo()
+    again = stage_model.stage(CHECKPOINT, registry=tmp_path, wandb="off", onnx=False)
+    assert again["version"] == "v1"

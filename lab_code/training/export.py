@@ -205,10 +205,15 @@ def _quiet_exporter():
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the fallback's tracing
             yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+ONNX_EXPORTER_KEY = "exporter"  # the file's metadata says which exporter wrote it
+DYNAMO, LEGACY = "torch.onnx.export(dynamo=True)", "torch.onnx.export(dynamo=False)"
 
 
 def export_onnx(model: LineRecognizer, path: str | Path) -> Path:
@@ -217,22 +222,62 @@ def export_onnx(model: LineRecognizer, path: str | Path) -> Path:
     batch size and any width. The file records the charset and line height in its metadata, so
     onnxruntime plus lab_code.ctc read text from it with nothing else (no torch, no model code).
 
+    Where torch.export cannot capture the LSTM with a dynamic width (torch 2.11, Colab's in
+    December 2026: "Pending unbacked symbols"), the TorchScript-based exporter (dynamo=False,
+    deprecated but still in torch) writes the same graph instead; the file's "exporter" metadata
+    says which one did (onnx_exporter), and staging checks its parity either way.
+
     A model whose output is text cannot be exported (the exporter captures tensor graphs only):
     the decoding is lab_code.ctc's, in numpy, with the TorchScript model's own rule."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 1, preprocess.HEIGHT, 64)  # both sizes are dynamic: a small example
+    props = {ONNX_CHARSET_KEY: json.dumps(list(model.charset)),
+             ONNX_HEIGHT_KEY: str(model.height)}
     dims = {ONNX_INPUT: {0: torch.export.Dim("batch"), 3: torch.export.Dim("width")}}
     forget_lstm_dispatch()
-    with _quiet_exporter():
-        program = torch.onnx.export(LogitsOnly(model.eval()), (example,), dynamo=True,
-                                    input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
-                                    dynamic_shapes=dims, external_data=False)
-    program.model.metadata_props[ONNX_CHARSET_KEY] = json.dumps(list(model.charset))
-    program.model.metadata_props[ONNX_HEIGHT_KEY] = str(model.height)
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(LogitsOnly(model.eval()), (example,), dynamo=True,
+                                        input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                                        dynamic_shapes=dims, external_data=False)
+    except torch.onnx.OnnxExporterError as err:
+        reason = type(err.__cause__ or err).__name__
+        print(f"note: torch {torch.__version__}'s torch.export cannot capture this model "
+              f"({reason}); exporting with the TorchScript-based exporter instead.",
+              file=sys.stderr)
+        _export_legacy(model, example, path, props, reason)
+        return path
+    props[ONNX_EXPORTER_KEY] = f"{DYNAMO}, torch {torch.__version__}"
+    program.model.metadata_props.update(props)
     with _quiet_exporter():
         program.save(str(path), external_data=False)
     return path
+
+
+def _export_legacy(model: LineRecognizer, example: Tensor, path: Path, props: dict[str, str],
+                   reason: str) -> None:
+    """The TorchScript-based exporter, for a torch whose torch.export fails on this model."""
+    import onnx
+
+    with _quiet_exporter():
+        torch.onnx.export(LogitsOnly(model.eval()), (example,), str(path), dynamo=False,
+                          input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], opset_version=17,
+                          dynamic_axes={ONNX_INPUT: {0: "batch", 3: "width"},
+                                        ONNX_OUTPUT: {0: "batch", 1: "time"}})
+    graph = onnx.load(str(path))
+    props[ONNX_EXPORTER_KEY] = f"{LEGACY}, torch {torch.__version__} (torch.export: {reason})"
+    for key, value in props.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(path))
+
+
+def onnx_exporter(path: str | Path) -> str:
+    """Which exporter wrote an ONNX file export_onnx made (its metadata), or "unknown"."""
+    from lab_code.artifacts import load_onnx
+
+    meta = load_onnx(path, threads=1).get_modelmeta().custom_metadata_map
+    return meta.get(ONNX_EXPORTER_KEY, "unknown")
 
 
 @dataclass

@@ -128,6 +128,24 @@ def _add_version(write, name: str, alias: str, registry: str | os.PathLike, wand
         version = f"v{max(versions, default=0) + 1}"
         folder = model_folder(registry, name) / version
         folder.mkdir(parents=True)
+    try:  # a version is its folder with a manifest: a failure leaves neither
+        manifest = _write_version(folder, version, write, name, metrics, source, key, onnx_model,
+                                  onnx_copy)
+        mode = wandb_mode(wandb)
+        if mode != "off":
+            manifest["wandb"] = log_artifact(folder / MODEL_FILE, manifest, run_id, mode, alias)
+        (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    with aliases_lock(registry, name):  # aliases.json is the only place an alias lives
+        write_aliases(registry, name, read_aliases(registry, name) | {alias: version})
+    return manifest
+
+
+def _write_version(folder: Path, version: str, write, name: str, metrics: dict, source: dict,
+                   key: str, onnx_model, onnx_copy: tuple[Path, dict] | None) -> dict:
+    """The model file(s) in `folder` and the manifest that describes them (not yet written)."""
     model_path = folder / MODEL_FILE
     write(model_path)
     manifest = {
@@ -148,19 +166,18 @@ def _add_version(write, name: str, alias: str, registry: str | os.PathLike, wand
         src, entry = onnx_copy
         verified_copy(src, entry["sha256"], folder / ONNX_FILE)
         manifest["onnx"] = {**entry, "file": ONNX_FILE}
-    mode = wandb_mode(wandb)
-    if mode != "off":
-        manifest["wandb"] = log_artifact(model_path, manifest, run_id, mode, alias)
-    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-    with aliases_lock(registry, name):  # aliases.json is the only place an alias lives
-        write_aliases(registry, name, read_aliases(registry, name) | {alias: version})
     return manifest
 
 
 def onnx_entry(model, folder: Path) -> dict:
     """Export `model` (the eager LineRecognizer) to ONNX in `folder`, check it reads the example
     lines as the model does, and describe it for the manifest (file, sha256, size, exporter)."""
-    from lab_code.training.export import check_onnx_parity, example_batch, export_onnx
+    from lab_code.training.export import (
+        check_onnx_parity,
+        example_batch,
+        export_onnx,
+        onnx_exporter,
+    )
 
     try:
         import onnxruntime
@@ -175,7 +192,7 @@ def onnx_entry(model, folder: Path) -> dict:
                            f"{parity.max_abs_diff:.1e}, same text: {parity.same_text}): it is "
                            "not staged; report the torch and onnxruntime versions.")
     return {"file": ONNX_FILE, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
-            "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+            "exporter": onnx_exporter(path),
             "onnxruntime_version": onnxruntime.__version__,
             "max_abs_logit_diff": round(parity.max_abs_diff, 8)}
 
