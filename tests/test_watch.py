@@ -401,3 +401,13 @@ def test_the_drift_report_cli_writes_html_and_png_from_the_log(tmp_path, capsys)
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert drift_report.main(["--db", str(tmp_path / "none.sqlite")]) == 1
     assert "No prediction log" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["predictions"], ["corrections", "list"]])
+def test_the_log_commands_say_in_one_line_when_there_is_no_log(tmp_path, command):
+    done = subprocess.run([sys.executable, "-m", "lab_code.serving", *command, "--db",
+                           str(tmp_path / "none.sqlite")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (f"error: No prediction log at {tmp_path / 'none.sqlite'}: "
+                                   "start the service first, or pass --db.")

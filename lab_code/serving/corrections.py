@@ -34,6 +34,7 @@ from lab_code.serving.predictions import (
     PredictionLog,
     Store,
     default_db,
+    open_for_command,
 )
 
 CONSENT = ("I agree that this image and my text are stored to test and improve the model, for "
@@ -192,15 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.db.startswith("postgres") and not Path(args.db).is_file():
-        print(f"error: No prediction log at {args.db}: start the service first, or pass --db.",
-              file=sys.stderr)
-        return 1
-    try:
-        store = Store(args.db)
-    except Exception as err:  # psycopg's many errors, sqlite3's too
-        print(f"error: Could not open {args.db} ({type(err).__name__}): check the path or URL.",
-              file=sys.stderr)
+    store = open_for_command(args.db)
+    if store is None:
         return 1
     try:
         if args.action == "export":

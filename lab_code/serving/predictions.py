@@ -278,17 +278,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def open_for_command(db: str) -> Store | None:
+    """The log a command reads (`--db`), or None after one sentence on stderr saying why not:
+    the commands' shared start (predictions, corrections, the drift report)."""
+    if not db.startswith("postgres") and not Path(db).is_file():
+        print(f"error: No prediction log at {db}: start the service first, or pass --db.",
+              file=sys.stderr)
+        return None
+    try:
+        return Store(db)
+    except Exception as err:  # psycopg's many errors, sqlite3's too
+        print(f"error: Could not open {db} ({type(err).__name__}): check the path or URL.",
+              file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.db.startswith("postgres") and not Path(args.db).is_file():
-        print(f"error: No prediction log at {args.db}: start the service first, or pass --db.",
-              file=sys.stderr)
-        return 1
-    try:
-        store = Store(args.db)
-    except Exception as err:  # psycopg's many errors, sqlite3's too
-        print(f"error: Could not open {args.db} ({type(err).__name__}): check the path or URL.",
-              file=sys.stderr)
+    store = open_for_command(args.db)
+    if store is None:
         return 1
     total = store.execute("SELECT COUNT(*) FROM predictions", fetch=True)[0][0]
     corrections = store.execute("SELECT COUNT(*) FROM corrections", fetch=True)[0][0]
