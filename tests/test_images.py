@@ -259,9 +259,10 @@ def test_absurd_sides_and_shapes_are_refused_from_the_header(size, phrase):
 
 
 def test_the_shape_limit_leaves_room_for_every_line_of_our_data():
-    """The widest line the training renderer draws (MAX_CHARS of its widest letter) and the
-    widest picture of the real-world set are under a quarter of max_aspect: a text line can be
-    long, but not 128 times longer than it is high."""
+    """A line twice as long as the widest the training renderer draws (MAX_CHARS of its widest
+    letter, in every training font) and the widest picture of the real-world set both pass
+    max_aspect: a text line can be long, but not 128 times longer than it is high. Every font,
+    because which fonts sort first depends on the machine's font packages."""
     from pathlib import Path
 
     folder = Path(__file__).parent / "data" / "realworld"
@@ -269,9 +270,10 @@ def test_the_shape_limit_leaves_room_for_every_line_of_our_data():
                for im in (Image.open(p) for p in folder.glob("*/*")
                           if p.suffix in (".png", ".jpg")))
     longest = "M" * data.MAX_CHARS
-    synthetic = max(_line(longest, size=s, font=f).width / _line(longest, size=s, font=f).height
-                    for s in (12, 28) for f in range(min(8, len(data.fonts()))))
-    assert max(real, synthetic) * 4 < images.LIMITS.max_aspect, (real, synthetic)
+    synthetic = max(line.width / line.height
+                    for line in (_line(longest, size=s, font=f)
+                                 for s in (12, 28) for f in range(len(data.fonts()))))
+    assert max(real, synthetic) * 2 < images.LIMITS.max_aspect, (real, synthetic)
 
 
 def test_a_png_of_too_many_chunks_is_refused():
