@@ -141,11 +141,15 @@ def _plane(arr: np.ndarray, where: np.ndarray | None, start: float) -> np.ndarra
     design = np.stack([np.ones(ys.size), xs / max(1, w - 1), ys / max(1, h - 1)], axis=1)
     values = arr.ravel()[at].astype(np.float64)
     coef = np.array([start, 0.0, 0.0])
+    last = None
     for keep in (0.1, LEVEL_KEEP, LEVEL_KEEP, LEVEL_KEEP):
         # indices and take(): the same rows as a boolean mask picks, in less time
         near = np.flatnonzero(np.abs(values - design @ coef) <= keep)
         if near.size < 16:
             break
+        if last is not None and np.array_equal(last, near):
+            break  # the same pixels as the last fit: it, and every fit after it, would not change
+        last = near
         a, v = design.take(near, axis=0), values.take(near)
         try:
             coef = np.linalg.solve(a.T @ a, a.T @ v)  # least squares, by its normal equations
@@ -166,6 +170,30 @@ CARD_AREA = 0.08  # and covers at least this much of the picture
 SURROUND_PX = 3  # a surround is at least this many pixels thick on average (thinner: a frame)
 
 
+def _spans_area(mask: np.ndarray, axis: int) -> int:
+    """Pixels between the first and the last True of each line along `axis` (0: each column's
+    span, 1: each row's), ends included; 0 for a line without True."""
+    has = mask.any(axis=axis)
+    first = mask.argmax(axis=axis)
+    last = mask.shape[axis] - 1 - np.flip(mask, axis=axis).argmax(axis=axis)
+    return int(((last - first + 1) * has).sum())
+
+
+def _may_fill(other: np.ndarray) -> bool:
+    """Whether `card` could find a card in `other` (the pixels not of the surround's colour),
+    by a bound that costs three passes instead of a flood fill. The card is `other` and what it
+    encloses; a pixel before the first or after the last of `other` in its row (or column) is
+    joined to the picture's edge, so the card lies within every row's and column's span of
+    `other`, and its box is `other`'s box. Spans that fill less than CARD_FILL of that box, or a
+    box under CARD_AREA of the picture (a line of text on its own background), rule a card out:
+    `card` would say None too, after the fill. True: the fill decides."""
+    rows, cols = np.flatnonzero(other.any(axis=1)), np.flatnonzero(other.any(axis=0))
+    box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    if box < CARD_AREA * other.size:
+        return False
+    return min(_spans_area(other, 0), _spans_area(other, 1)) >= CARD_FILL * box
+
+
 def card(arr: np.ndarray, tolerance: float = 0.1) -> np.ndarray | None:
     """The pixels of the card the text sits on, when the picture shows one on a surround of
     another colour (a phone photo of a panel, a framed box, a screen's edge); None when the
@@ -181,6 +209,8 @@ def card(arr: np.ndarray, tolerance: float = 0.1) -> np.ndarray | None:
     other = np.abs(arr - colour) > tolerance
     if other.mean() < CARD_AREA * CARD_FILL or other[ring].mean() > 0.2:
         return None  # too little of another colour, or it is not inside a surround
+    if not _may_fill(other):  # text on the picture's own background: no flood fill needed
+        return None
     rest = ~reach(~other, ring)
     if rest[ring].mean() > 0.1:  # a card lies inside its surround
         return None
@@ -232,10 +262,15 @@ def _mask(ink: np.ndarray, threshold: float = INK_THRESHOLD) -> np.ndarray:
     first and voted on: the same mask as a median of the grey levels, in a fifth of the time.
     Edges count their own pixels again, as Pillow's MedianFilter does."""
     above = np.pad((ink * 255).astype(np.uint8) > threshold * 255, 1, mode="edge")
-    votes = above.astype(np.uint8)
-    h, w = ink.shape
-    votes = sum(votes[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
-    return votes >= 5
+    return _box3(above.view(np.uint8)) >= 5
+
+
+def _box3(padded: np.ndarray) -> np.ndarray:
+    """The sum of every 3x3 neighbourhood of a 0/1 uint8 array padded by one pixel all round
+    (the result has the unpadded shape): three columns added, then three rows of that."""
+    h, w = padded.shape[0] - 2, padded.shape[1] - 2
+    cols = padded[:, :w] + padded[:, 1 : w + 1] + padded[:, 2:]
+    return cols[:h] + cols[1 : h + 1] + cols[2:]
 
 
 THIN_KEEP = 0.2  # a vote that keeps less than this share of the faint vote's ink: thin strokes
@@ -373,10 +408,7 @@ def _marks(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     majority vote; at 100 dpi a full stop is one dark pixel in a grey halo, while a lone pixel
     on a clean background is a speck. Faint ink tells rules and frame edges apart from marks."""
     faint = ink > INK_THRESHOLD / 2
-    halo = np.pad(faint, 1)
-    h, w = ink.shape
-    votes = sum(halo[dy : dy + h, dx : dx + w].astype(np.uint8)
-                for dy in range(3) for dx in range(3))
+    votes = _box3(np.pad(faint, 1).view(np.uint8))
     return (ink > INK_THRESHOLD) & (votes >= 2), faint
 
 

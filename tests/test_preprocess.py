@@ -194,6 +194,67 @@ def test_text_on_its_own_background_is_not_a_card(img):
     assert preprocess.card(np.asarray(img.convert("L"), dtype=np.float32) / 255.0) is None
 
 
+def _pictures():
+    """Grey pictures with and without cards: the real-world set's phone photos and screenshots
+    (cards, surrounds, frames and plain text), and this file's hand-made cards."""
+    from pathlib import Path
+
+    folder = Path(__file__).parent / "data" / "realworld"
+    real = [Image.open(p) for family in ("phone", "screenshot")
+            for p in sorted((folder / family).glob("*"))[:40] if p.suffix in (".png", ".jpg")]
+    made = [_on_surround(ImageOps.invert(_line()), 225, pad=60),
+            _on_surround(_rim(_page([data.english_lines()[i] for i in range(3)],
+                                    gaps=[0, 6, 6]), 110, 2), 190, angle=1.5)]
+    return [np.asarray(preprocess.shrink(preprocess.to_gray(img)), dtype=np.float32) / 255.0
+            for img in real + made]
+
+
+def test_the_cards_cheap_bound_never_rules_out_a_card_the_flood_fill_finds(monkeypatch):
+    """`card` skips its flood fill when `_may_fill` says the fill cannot find a card: on
+    pictures with and without cards, it finds the same cards as with the fill always run."""
+    pictures = _pictures()
+    fast = [preprocess.card(a) for a in pictures]
+    monkeypatch.setattr(preprocess, "_may_fill", lambda other: True)
+    slow = [preprocess.card(a) for a in pictures]
+    assert sum(c is not None for c in slow) >= 3  # cards were there to be found
+    assert all((f is None and s is None) or (f is not None and s is not None and (f == s).all())
+               for f, s in zip(fast, slow, strict=True))
+
+
+def _plane_in_four_rounds(arr, where, start):
+    """_plane as its docstring tells it, every round run: the truth its early stop must keep."""
+    h, w = arr.shape
+    if where is None:
+        step = max(1, int(np.sqrt(arr.size / 2_000)))
+        at = (np.arange(0, h, step)[:, None] * w + np.arange(0, w, step)[None, :]).ravel()
+    else:
+        at = np.flatnonzero(where)
+        at = at[:: max(1, at.size // 2_000)]
+    ys, xs = np.divmod(at, w)
+    design = np.stack([np.ones(ys.size), xs / max(1, w - 1), ys / max(1, h - 1)], axis=1)
+    values = arr.ravel()[at].astype(np.float64)
+    coef = np.array([start, 0.0, 0.0])
+    for keep in (0.1, preprocess.LEVEL_KEEP, preprocess.LEVEL_KEEP, preprocess.LEVEL_KEEP):
+        near = np.flatnonzero(np.abs(values - design @ coef) <= keep)
+        if near.size < 16:
+            break
+        a, v = design[near], values[near]
+        coef = np.linalg.solve(a.T @ a, a.T @ v)
+    return coef
+
+
+def test_the_plane_fit_stops_early_only_where_more_rounds_change_nothing():
+    """`_plane` stops when a round picks the pixels the last one picked: the same three numbers,
+    to the bit, as all four rounds give, fitted where ink_map and card fit them."""
+    cases = []
+    for a in _pictures():
+        ring = preprocess._ring(a.shape)
+        cases += [(a, None, preprocess._background(a)), (a, ring, float(np.median(a[ring])))]
+    early = [preprocess._plane(*case) for case in cases]
+    assert all((e == _plane_in_four_rounds(*case)).all() for e, case in zip(early, cases,
+                                                                              strict=True))
+
+
 def test_reach_follows_paths_inside_the_mask():
     mask = np.zeros((7, 9), dtype=bool)
     mask[1, 1:8] = mask[1:6, 7] = mask[5, 3:8] = True  # a hook from the top left

@@ -141,6 +141,20 @@ BREAKS = [
           path="lab_code/training/stage_model.py",
           old="        shutil.rmtree(folder, ignore_errors=True)\n        raise\n",
           new="        raise\n"),
+    Break("card-bound-rules-out-cards",
+          "preprocess.card's cheap bound skips the flood fill where the fill would find a card",
+          ("tests/test_preprocess.py::"
+           "test_the_cards_cheap_bound_never_rules_out_a_card_the_flood_fill_finds",),
+          path="lab_code/preprocess.py",
+          old="    return min(_spans_area(other, 0), _spans_area(other, 1)) >= CARD_FILL * box\n",
+          new="    return min(_spans_area(other, 0), _spans_area(other, 1)) >= 0.97 * box\n"),
+    Break("plane-fit-stops-too-soon",
+          "preprocess._plane stops after its first round, where more rounds change the fit",
+          ("tests/test_preprocess.py::"
+           "test_the_plane_fit_stops_early_only_where_more_rounds_change_nothing",),
+          path="lab_code/preprocess.py",
+          old="        if last is not None and np.array_equal(last, near):\n",
+          new="        if last is not None:\n"),
 ]
 
 
