@@ -112,6 +112,13 @@ def test_phone_like_cer(realworld):
                                                 _worst(samples, readings, "phone"))
 
 
+def test_evaluate_says_when_checkpoint_would_be_ignored(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--realworld-only", "--checkpoint", "runs/recognizer/checkpoint.pt"])
+    assert exit_.value.code == 2
+    assert "--realworld-only skips: drop one of them" in capsys.readouterr().err
+
+
 def test_evaluate_cli_help():
     with pytest.raises(SystemExit) as done:
         evaluate.main(["--help"])

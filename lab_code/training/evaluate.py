@@ -242,7 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.checkpoint is not None and args.realworld_only:
+        parser.error("--checkpoint times eager mode beside the latency figures, which "
+                     "--realworld-only skips: drop one of them.")
     try:
         recognizer = TextRecognizer(args.model)
         samples = realworld_set(args.realworld)
