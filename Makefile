@@ -36,7 +36,7 @@ lab: setup ## open the lessons in JupyterLab
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=120
 
 test: setup slides-if-node ## everything CI runs: the tests, every notebook and solution, the slides
-	$(BIN)/python -m pytest tests notebooks solutions $(NBVAL)
+	$(BIN)/python -m pytest tests notebooks solutions $(NBVAL) --durations=25
 
 quick: setup ## the fast tests only: no notebooks, no slow or browser tests (about 9 minutes)
 	$(BIN)/python -m pytest tests -m "not slow and not browser" -q
