@@ -124,12 +124,12 @@ LEVEL_KEEP = 0.06  # pixels this close to the fitted background count as backgro
 UNEVEN = 0.04  # a background whose fitted grey varies more than this across the picture: levelled
 
 
-def _plane(arr: np.ndarray, where: np.ndarray | None, start: float) -> np.ndarray:
-    """The background's grey as a plane a + b*x + c*y, x and y running 0 to 1 across the
-    picture (uneven light: a phone's shadow, a lamp to one side), fitted to the pixels of
-    `where` (None: all) that lie near it: first those near the grey `start`, then, three more
-    times, those near the plane so far. Ink, far from the background, takes no part. A few
-    thousand pixels spread over the picture are enough for three numbers. Returns (a, b, c)."""
+PLANE_ROUNDS = (0.1, LEVEL_KEEP, LEVEL_KEEP, LEVEL_KEEP)  # how near the plane so far, per round
+
+
+def _plane_points(arr: np.ndarray, where: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels `_plane` fits, as a design matrix (1, x, y per row; x and y run 0 to 1) and
+    their greys: at most a few thousand of `where` (None: a grid over the whole picture)."""
     h, w = arr.shape
     if where is None:
         step = max(1, int(np.sqrt(arr.size / 2_000)))
@@ -139,10 +139,22 @@ def _plane(arr: np.ndarray, where: np.ndarray | None, start: float) -> np.ndarra
         at = at[:: max(1, at.size // 2_000)]
     ys, xs = np.divmod(at, w)
     design = np.stack([np.ones(ys.size), xs / max(1, w - 1), ys / max(1, h - 1)], axis=1)
-    values = arr.ravel()[at].astype(np.float64)
+    return design, arr.ravel()[at].astype(np.float64)
+
+
+def _plane(arr: np.ndarray, where: np.ndarray | None, start: float) -> np.ndarray:
+    """The background's grey as a plane a + b*x + c*y, x and y running 0 to 1 across the
+    picture (uneven light: a phone's shadow, a lamp to one side), fitted to the pixels of
+    `where` (None: all) that lie near it: first those near the grey `start`, then, three more
+    times, those near the plane so far. Ink, far from the background, takes no part. A few
+    thousand pixels spread over the picture are enough for three numbers. Returns (a, b, c).
+
+    A round that picks the pixels the last one picked ends the fit: the same pixels give the
+    same plane, which picks them again in every later round."""
+    design, values = _plane_points(arr, where)
     coef = np.array([start, 0.0, 0.0])
     last = None
-    for keep in (0.1, LEVEL_KEEP, LEVEL_KEEP, LEVEL_KEEP):
+    for keep in PLANE_ROUNDS:
         # indices and take(): the same rows as a boolean mask picks, in less time
         near = np.flatnonzero(np.abs(values - design @ coef) <= keep)
         if near.size < 16:

@@ -223,18 +223,9 @@ def test_the_cards_cheap_bound_never_rules_out_a_card_the_flood_fill_finds(monke
 
 def _plane_in_four_rounds(arr, where, start):
     """_plane as its docstring tells it, every round run: the truth its early stop must keep."""
-    h, w = arr.shape
-    if where is None:
-        step = max(1, int(np.sqrt(arr.size / 2_000)))
-        at = (np.arange(0, h, step)[:, None] * w + np.arange(0, w, step)[None, :]).ravel()
-    else:
-        at = np.flatnonzero(where)
-        at = at[:: max(1, at.size // 2_000)]
-    ys, xs = np.divmod(at, w)
-    design = np.stack([np.ones(ys.size), xs / max(1, w - 1), ys / max(1, h - 1)], axis=1)
-    values = arr.ravel()[at].astype(np.float64)
+    design, values = preprocess._plane_points(arr, where)
     coef = np.array([start, 0.0, 0.0])
-    for keep in (0.1, preprocess.LEVEL_KEEP, preprocess.LEVEL_KEEP, preprocess.LEVEL_KEEP):
+    for keep in preprocess.PLANE_ROUNDS:
         near = np.flatnonzero(np.abs(values - design @ coef) <= keep)
         if near.size < 16:
             break
