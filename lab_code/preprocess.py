@@ -182,10 +182,9 @@ CARD_AREA = 0.08  # and covers at least this much of the picture
 SURROUND_PX = 3  # a surround is at least this many pixels thick on average (thinner: a frame)
 
 
-def _spans_area(mask: np.ndarray, axis: int) -> int:
+def _spans_area(mask: np.ndarray, axis: int, has: np.ndarray) -> int:
     """Pixels between the first and the last True of each line along `axis` (0: each column's
-    span, 1: each row's), ends included; 0 for a line without True."""
-    has = mask.any(axis=axis)
+    span, 1: each row's), ends included; 0 for a line without True (`has`: mask.any(axis))."""
     first = mask.argmax(axis=axis)
     last = mask.shape[axis] - 1 - np.flip(mask, axis=axis).argmax(axis=axis)
     return int(((last - first + 1) * has).sum())
@@ -193,17 +192,19 @@ def _spans_area(mask: np.ndarray, axis: int) -> int:
 
 def _may_fill(other: np.ndarray) -> bool:
     """Whether `card` could find a card in `other` (the pixels not of the surround's colour),
-    by a bound that costs three passes instead of a flood fill. The card is `other` and what it
+    by a bound that costs a few passes instead of a flood fill. The card is `other` and what it
     encloses; a pixel before the first or after the last of `other` in its row (or column) is
     joined to the picture's edge, so the card lies within every row's and column's span of
     `other`, and its box is `other`'s box. Spans that fill less than CARD_FILL of that box, or a
     box under CARD_AREA of the picture (a line of text on its own background), rule a card out:
     `card` would say None too, after the fill. True: the fill decides."""
-    rows, cols = np.flatnonzero(other.any(axis=1)), np.flatnonzero(other.any(axis=0))
+    in_row, in_col = other.any(axis=1), other.any(axis=0)
+    rows, cols = np.flatnonzero(in_row), np.flatnonzero(in_col)
     box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
     if box < CARD_AREA * other.size:
         return False
-    return min(_spans_area(other, 0), _spans_area(other, 1)) >= CARD_FILL * box
+    spans = min(_spans_area(other, 0, in_col), _spans_area(other, 1, in_row))
+    return spans >= CARD_FILL * box
 
 
 def card(arr: np.ndarray, tolerance: float = 0.1) -> np.ndarray | None:

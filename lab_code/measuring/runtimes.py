@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lab_code.artifacts import load_onnx, optimize_for_cpu
-from lab_code.training.export import export_onnx, forget_lstm_dispatch, onnx_exporter
+from lab_code.training.export import export_onnx, exporter_of, forget_lstm_dispatch
 from lab_code.training.model import LineRecognizer, LogitsOnly
 
 BATCH_SIZES = (1, 16)  # the batch sizes built for and timed
@@ -206,7 +206,7 @@ def build_onnxruntime(ctx: Context) -> Backend:
                    f".onnx file ({size_mb} MB); loads with onnxruntime alone (no torch), any "
                    "batch and width; the CTC decoding is a few lines of numpy there "
                    "(lab_code.ctc): what production ships",
-                   {"exporter": onnx_exporter(path),
+                   {"exporter": exporter_of(session),
                     "input_sizes": sizes, "onnxruntime": ort.__version__,
                     "intra_op_num_threads": ctx.threads, "spinning": "off",
                     "size_mb": size_mb})

@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def open_for_command(db: str) -> Store | None:
     """The log a command reads (`--db`), or None after one sentence on stderr saying why not:
-    the commands' shared start (predictions, corrections, the drift report)."""
+    the shared start of the predictions and corrections commands."""
     if not db.startswith("postgres") and not Path(db).is_file():
         print(f"error: No prediction log at {db}: start the service first, or pass --db.",
               file=sys.stderr)

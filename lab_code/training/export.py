@@ -276,14 +276,19 @@ def onnx_exporter(path: str | Path) -> str:
     """Which exporter wrote an ONNX file export_onnx made (its metadata), or "unknown"."""
     from lab_code.artifacts import load_onnx
 
-    meta = load_onnx(path, threads=1).get_modelmeta().custom_metadata_map
-    return meta.get(ONNX_EXPORTER_KEY, "unknown")
+    return exporter_of(load_onnx(path, threads=1))
+
+
+def exporter_of(session) -> str:
+    """onnx_exporter for a file already loaded in an onnxruntime session."""
+    return session.get_modelmeta().custom_metadata_map.get(ONNX_EXPORTER_KEY, "unknown")
 
 
 @dataclass
 class OnnxParity:
     max_abs_diff: float  # largest difference between eager and ONNX Runtime logits
     same_text: bool  # does lab_code.ctc's decoding of ORT's logits give the eager model's text?
+    exporter: str  # which exporter wrote the file (onnx_exporter)
 
     @property
     def ok(self) -> bool:
@@ -300,7 +305,7 @@ def check_onnx_parity(eager: LineRecognizer, path: str | Path, batch: Tensor) ->
     logits = session.run(None, {ONNX_INPUT: batch.numpy()})[0]
     diff = float(np.abs(logits - eager.logits(batch).numpy()).max())
     texts = [text for text, _ in ctc.greedy(logits, list(eager.charset))]
-    return OnnxParity(diff, texts == eager(batch))
+    return OnnxParity(diff, texts == eager(batch), exporter_of(session))
 
 
 def build_parser() -> argparse.ArgumentParser:

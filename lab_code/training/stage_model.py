@@ -172,12 +172,7 @@ def _write_version(folder: Path, version: str, write, name: str, metrics: dict, 
 def onnx_entry(model, folder: Path) -> dict:
     """Export `model` (the eager LineRecognizer) to ONNX in `folder`, check it reads the example
     lines as the model does, and describe it for the manifest (file, sha256, size, exporter)."""
-    from lab_code.training.export import (
-        check_onnx_parity,
-        example_batch,
-        export_onnx,
-        onnx_exporter,
-    )
+    from lab_code.training.export import check_onnx_parity, example_batch, export_onnx
 
     try:
         import onnxruntime
@@ -192,7 +187,7 @@ def onnx_entry(model, folder: Path) -> dict:
                            f"{parity.max_abs_diff:.1e}, same text: {parity.same_text}): it is "
                            "not staged; report the torch and onnxruntime versions.")
     return {"file": ONNX_FILE, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
-            "exporter": onnx_exporter(path),
+            "exporter": parity.exporter,
             "onnxruntime_version": onnxruntime.__version__,
             "max_abs_logit_diff": round(parity.max_abs_diff, 8)}
 
