@@ -317,7 +317,7 @@ def plain_test_set(size: int = TEST_SIZE) -> list[tuple[np.ndarray, str]]:
 # footnotes and code less. Such lines are drawn here at that size (FreeType's hinting and
 # anti-aliasing at the final size, the text starting anywhere inside a pixel), never drawn
 # large and scaled; code in thin monospace faces, coloured ink on white, tight serif faces.
-DOCUMENT_SHARE = 0.3  # of training lines
+DOCUMENT_SHARE = 0.2  # of training lines
 DOCUMENT_SIZES = (9, 21)  # font size in pixels, lowest and highest
 TIMES_LIKE = ("Nimbus Roman", "Tinos", "FreeSerif", "STIXGeneral", "Latin Modern Roman", "cmr10",
               "TeX Gyre Schola", "C059")

@@ -1,6 +1,6 @@
 """Train the line recognizer on synthetic lines with CTC loss; report CER on the held-out set.
 
-    python -m lab_code.training train --steps 4500 --out runs/recognizer
+    python -m lab_code.training train --steps 5200 --out runs/recognizer
 
 writes `checkpoint.pt` (weights + config) and `metrics.json` into `--out`. CPU by default,
 CUDA when present (`--device auto`). With `--wandb offline|online` the run is also logged to W&B.
@@ -29,7 +29,7 @@ from lab_code.training.model import LineRecognizer, count_parameters
 
 @dataclass
 class TrainConfig:
-    steps: int = 4500
+    steps: int = 5200
     batch_size: int = 24
     lr: float = 2e-3
     weight_decay: float = 1e-4
