@@ -126,3 +126,13 @@ def test_onnx_only_exports_for_the_checkpoint_the_manifest_names_and_no_other(tr
     manifest = stage_model.add_onnx(out / "checkpoint.pt", folder)
     assert artifacts.sha256_file(folder / artifacts.ONNX_FILE) == manifest["onnx"]["sha256"]
     assert json.loads((folder / artifacts.MANIFEST_FILE).read_text()) == manifest
+
+
+def test_the_bundled_checkpoint_is_the_one_the_bundled_model_was_made_from():
+    """Lesson 01 compiles models/text_recognizer_checkpoint.pt: it must be the bundled model's own
+    checkpoint (`make model` copies it there), or the lesson teaches on other weights."""
+    root = Path(__file__).resolve().parents[1]
+    manifest = json.loads((root / "lab_code" / "artifacts" / artifacts.MANIFEST_FILE).read_text())
+    checkpoint = root / "models" / "text_recognizer_checkpoint.pt"
+    assert artifacts.sha256_file(checkpoint) == manifest["source_checkpoint"]["sha256"], (
+        "the bundled model came from another checkpoint: copy its source checkpoint to models/")
