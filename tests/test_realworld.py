@@ -259,8 +259,9 @@ def test_readme_side_by_side_table_is_the_committed_run():
 
 
 def test_what_the_lessons_say_of_the_two_readers_holds_in_the_committed_run():
-    # README and lesson 01: faster per line, fewer errors on phone-like copies and screenshots, more
-    # on paragraphs and on the document set's lines, code above all; the README gives the ratio.
+    # README and lesson 01: faster per line, fewer errors on phone-like copies, on screenshots and
+    # on the document set overall, more on paragraphs, on document lines at 100 dpi and on code
+    # (about twice Tesseract's there); the README gives the ratio.
     everything = json.loads(SIDE_BY_SIDE.read_text())
     run, docs = everything["realworld"], everything["documents"]
     mine, peer = run["recognizer"], run["tesseract"]
@@ -270,5 +271,6 @@ def test_what_the_lessons_say_of_the_two_readers_holds_in_the_committed_run():
     assert mine["phone"]["cer"] < peer["phone"]["cer"]
     assert mine["screenshot"]["cer"] < peer["screenshot"]["cer"]
     assert mine["paragraph"]["cer"] > 2 * peer["paragraph"]["cer"]
-    assert docs["recognizer"]["overall"]["cer"] > docs["tesseract"]["overall"]["cer"]
-    assert docs["recognizer"]["code"]["cer"] > 2 * docs["tesseract"]["code"]["cer"]
+    assert docs["recognizer"]["overall"]["cer"] < docs["tesseract"]["overall"]["cer"]
+    assert docs["recognizer"]["lines_100dpi"]["cer"] > docs["tesseract"]["lines_100dpi"]["cer"]
+    assert 1.5 < docs["recognizer"]["code"]["cer"] / docs["tesseract"]["code"]["cer"] < 3
