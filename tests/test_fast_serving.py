@@ -464,6 +464,9 @@ def test_lesson_07s_bars_hold_in_the_committed_reference_run():
     assert shipped[256]["latency_ms"]["p95"] < 10 * shipped[64]["latency_ms"]["p95"]
     e2e = results["end_to_end"]["per_source"]
     assert min(e2e["this"]["p50_ms"]) <= 0.8 * min(e2e["before"]["p50_ms"])
+    deck = " ".join((ROOT / "slides" / "07_fast_and_cheap.md").read_text().split())
+    assert (f"answered {busy['throughput']:.2f}x what the code before did beside the hog, and "
+            f"{ratio['throughput']:.2f}x quiet") in deck, "deck 07's notes quote another run"
 
 
 def test_the_committed_run_shows_what_lesson_07_says_of_threads_batching_and_back_pressure():
@@ -477,14 +480,13 @@ def test_the_committed_run_shows_what_lesson_07_says_of_threads_batching_and_bac
     def per_s(name, clients):
         return run(name, clients)["throughput_per_s"]
 
-    # a second thread helps a lone request; under load two one-thread workers answer more at 16
-    # and 256 clients and about as many at 64; on one core a second thread buys nothing under load
-    assert per_s("threads", 1) > per_s("workers", 1)
-    assert per_s("workers", 16) > per_s("threads", 16)
-    assert per_s("workers", 256) > per_s("threads", 256)
-    assert 0.8 <= per_s("workers", 64) / per_s("threads", 64) <= 1.25
+    # a second thread buys a lone request nothing (a tie with one thread); under load two
+    # one-thread workers answer more than one worker with two threads; on one core a second
+    # thread buys nothing under load (a tie, read as the lesson says: a few tenths are noise)
+    assert 0.8 <= per_s("threads", 1) / per_s("onnx", 1) <= 1.25
+    assert all(per_s("workers", n) > per_s("threads", n) for n in (16, 64, 256))
     assert per_s("one_core_1t", 256) > per_s("one_core_2t", 256)
-    assert all(per_s("one_core_2t", n) / per_s("one_core_1t", n) <= 1.05 for n in (16, 64))
+    assert all(per_s("one_core_2t", n) / per_s("one_core_1t", n) <= 1.1 for n in (16, 64))
     # batching barely pays when many wait (about as many answers), costs latency when one waits
     assert 0.8 <= per_s("litserve", 64) / per_s("litserve_nobatch", 64) <= 1.25
     assert run("litserve", 1)["latency_ms"]["p50"] > run("workers", 1)["latency_ms"]["p50"]
