@@ -77,7 +77,6 @@ model: setup fonts ## retrain on many fonts, stage with lineage and bundle it (~
 	$(WANDB_ENV) $(BIN)/python -m lab_code.training train --out $(RUN_DIR) --wandb offline
 	$(WANDB_ENV) $(BIN)/python -m lab_code.training stage_model --checkpoint $(RUN_DIR)/checkpoint.pt \
 	  --bundle --wandb offline
-	cp $(RUN_DIR)/checkpoint.pt models/text_recognizer_checkpoint.pt  # lesson 01 compiles it
 
 # A Colab-like environment: Colab's Python, IPython, ipykernel, pytest, gradio and an older torch.
 # Its venv lives where COLAB_VENV says (.ci/run keeps it outside the checkout, so a fresh clone on

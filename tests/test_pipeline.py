@@ -136,3 +136,18 @@ def test_the_bundled_checkpoint_is_the_one_the_bundled_model_was_made_from():
     checkpoint = root / "models" / "text_recognizer_checkpoint.pt"
     assert artifacts.sha256_file(checkpoint) == manifest["source_checkpoint"]["sha256"], (
         "the bundled model came from another checkpoint: copy its source checkpoint to models/")
+
+
+def test_bundling_copies_the_models_checkpoint_to_models_in_a_clone(trained, tmp_path,
+                                                                     monkeypatch):
+    out, _ = trained
+    reg = tmp_path / "registry"
+    manifest = stage_model.stage(out / "checkpoint.pt", registry=reg, wandb="off", onnx=False)
+    monkeypatch.setattr(stage_model, "bundled_model_path", lambda: tmp_path / "pkg" / "m.pt")
+    monkeypatch.setattr(stage_model, "BUNDLED_CHECKPOINT", tmp_path / "models" / "ckpt.pt")
+    stage_model.bundle(manifest, reg)  # no models/ folder (an installed package): nothing copied
+    assert not (tmp_path / "models").exists()
+    (tmp_path / "models").mkdir()
+    stage_model.bundle(manifest, reg)
+    assert artifacts.sha256_file(tmp_path / "models" / "ckpt.pt") == \
+        manifest["source_checkpoint"]["sha256"]

@@ -313,12 +313,10 @@ def test_the_bundled_profile_belongs_to_the_bundled_model():
     assert set(profile["baseline"]["edges"]) == set(profile["stats"])
     proxy = profile["confidence"]["proxy_on_realworld"]
     assert proxy["images"] == 420 and proxy["spearman_confidence_vs_cer"] < 0
-    deck = " ".join((Path(__file__).resolve().parents[1] / "slides" / "08_watch.md").read_text()
-                    .split())
+    deck = " ".join((ROOT / "slides" / "08_watch.md").read_text().split())
     assert (f"with CER about {proxy['spearman_confidence_vs_cer']:.2f}, AUC about "
             f"{proxy['auc_wrong_vs_right']:.2f})") in deck, "deck 08 quotes another profile"
-    lesson = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "08_watch.ipynb")
-                        .read_text())
+    lesson = json.loads((ROOT / "notebooks" / "08_watch.ipynb").read_text())
     text = " ".join(" ".join("".join(c["source"]) for c in lesson["cells"]).split())
     share = profile["confidence"]["baseline_low_share"]
     assert f"reference profile's share (about {share:.0%} for the bundled model)" in text

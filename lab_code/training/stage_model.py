@@ -46,6 +46,11 @@ class StagingError(RegistryError):
     """A staging problem, described in one sentence."""
 
 
+# In a clone, the checkpoint the bundled model came from sits here: lesson 01 compiles it.
+BUNDLED_CHECKPOINT = (Path(__file__).resolve().parents[2] / "models"
+                      / "text_recognizer_checkpoint.pt")
+
+
 def code_version() -> str:
     """Package version, plus the git commit when run from a checkout."""
     try:
@@ -241,7 +246,8 @@ def log_artifact(model_path: Path, manifest: dict, run_id: str | None, mode: str
 
 def bundle(manifest: dict, registry: str | os.PathLike = DEFAULT_REGISTRY) -> Path:
     """Copy a staged model (its TorchScript and ONNX files) into the package (lab_code/artifacts)
-    with its manifest."""
+    with its manifest, and, in a clone, the checkpoint it was staged from into models/ (lesson 01
+    compiles that file: it must be this model's), each copy checked against its sha256."""
     folder = model_folder(registry, manifest["name"]) / manifest["version"]
     target = verified_copy(folder / manifest["file"], manifest["sha256"], bundled_model_path())
     onnx = manifest.get("onnx")
@@ -250,6 +256,9 @@ def bundle(manifest: dict, registry: str | os.PathLike = DEFAULT_REGISTRY) -> Pa
     else:  # a version staged before ONNX: no stale export may stay beside the new model
         (target.parent / ONNX_FILE).unlink(missing_ok=True)
     (target.parent / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    source = manifest.get("source_checkpoint") or {}
+    if BUNDLED_CHECKPOINT.parent.is_dir() and Path(source.get("path", "")).is_file():
+        verified_copy(source["path"], source["sha256"], BUNDLED_CHECKPOINT)
     return target
 
 
@@ -273,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wandb", choices=["auto", "online", "offline", "off"], default="auto",
                         help="W&B logging: auto = online with WANDB_API_KEY, else offline")
     parser.add_argument("--bundle", action="store_true",
-                        help="also copy the staged model into the package (maintainers)")
+                        help="also copy the staged model into the package, and the checkpoint "
+                        "it came from into models/ in a clone (maintainers)")
     parser.add_argument("--onnx-only", action="store_true",
                         help="stage nothing: export the ONNX file of the model bundled in the "
                              "package from --checkpoint (the one its manifest names) and record "
