@@ -25,6 +25,12 @@ ENV MODEL_PATH=${LAMBDA_TASK_ROOT}/model/text_recognizer.onnx
 
 # The package itself (code and bundled model files) last: it changes most often.
 COPY lab_code/ ${LAMBDA_TASK_ROOT}/lab_code/
+# Its bytecode, compiled once here. Lambda's copy of the image is read-only (only /tmp is
+# writable), so Python cannot cache the bytecode it compiles on import: without this step every
+# cold start compiles lab_code again (pip already compiled the dependencies it installed).
+# checked-hash: each .pyc records its source's hash, not its time, so a rebuilt or re-timed file
+# is never read from a stale .pyc.
+RUN python -m compileall -q --invalidation-mode checked-hash "${LAMBDA_TASK_ROOT}/lab_code"
 
 # Not a command: the runtime imports lab_code.serving.lambda_function once (the init phase of a cold
 # start: the model is loaded there) and then calls its `handler(event, context)` for every request.

@@ -44,13 +44,14 @@ print(dockerfile.rebuild_plan(dockerfile.parse_dockerfile(GOOD),
 lambda_steps = dockerfile.read_dockerfile(LAMBDA)
 print(dockerfile.table(lambda_steps))
 # Steps: 1 FROM, 2 COPY requirements, 3 RUN pip install, 4 ARG MODEL_DIR, 5 COPY the model (the
-# ONNX file and its manifest) to model/, 6 ENV MODEL_PATH, 7 COPY lab_code/, 8 CMD.
+# ONNX file and its manifest) to model/, 6 ENV MODEL_PATH, 7 COPY lab_code/, 8 RUN compileall
+# (lab_code's bytecode), 9 CMD.
 my_prediction = {
     # The model the function serves is copied at step 5 (from MODEL_DIR, lab_code/artifacts by
     # default): 5 and everything after it. (lab_code/ at step 7 holds a copy too.)
-    "lab_code/artifacts/text_recognizer.onnx": [5, 6, 7, 8],
+    "lab_code/artifacts/text_recognizer.onnx": [5, 6, 7, 8, 9],
     # Step 2 copies the requirements file; the install (3) sits on top of it, and so on.
-    "docker/requirements-lambda.txt": [2, 3, 4, 5, 6, 7, 8],
+    "docker/requirements-lambda.txt": [2, 3, 4, 5, 6, 7, 8, 9],
 }
 for path, predicted in my_prediction.items():
     plan = dockerfile.rebuild_plan(lambda_steps, [path])

@@ -21,6 +21,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from lab_code import dockerfile as df
+from lab_code.dockerfile import bytecode
 from lab_code.dockerfile.size import estimate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -394,7 +395,9 @@ def test_a_code_change_does_not_reinstall_the_dependencies(path):
     code_change = df.rebuild_plan(steps, ["lab_code/recognizer.py"], ROOT)
     assert code_change.first and code_change.first.instruction == "COPY"
     assert installs[0] not in code_change.rebuilt
-    assert code_change.rebuilt_layers == [code_change.first]
+    # the code's layer, and after it at most the step that compiles that code (seconds)
+    assert code_change.rebuilt_layers[0] == code_change.first
+    assert code_change.rebuilt_layers[1:] in ([], [bytecode.compile_step(steps)])
     deps_change = df.rebuild_plan(steps, [REQUIREMENTS[path].relative_to(ROOT).as_posix()], ROOT)
     assert installs[0] in deps_change.rebuilt
     assert df.rebuild_plan(steps, ["notebooks/06_dockerfile_anatomy.ipynb"], ROOT).first is None
@@ -571,6 +574,45 @@ def test_the_size_estimate_counts_the_closure_and_the_copies():
     package += REQUIREMENTS[LAMBDA].stat().st_size  # the first COPY
     assert 0.9 * package < lean.copied_bytes <= package
     assert "plus the base image (not counted here)" in lean.summary()
+    # the compile step's bytecode: every copied module of lab_code, compiled here
+    modules = [p for p in (ROOT / "lab_code").rglob("*.py") if "__pycache__" not in p.parts]
+    assert 0.5 * sum(p.stat().st_size for p in modules) < lean.compiled_bytes
+    assert f"compileall adds {lean.compiled_bytes / 1e6:.1f} MB of bytecode" in lean.summary()
+    assert estimate(steps_of(FRONTEND), ROOT).compiled_bytes == 0  # a long-lived server: no step
+
+
+# --- bytecode: compiled once, at build time ---------------------------------------------------
+def test_the_lambda_image_compiles_its_code_after_copying_it_so_a_cold_start_compiles_none(
+        tmp_path, context_files):
+    """Lambda's files are read-only: Python cannot cache what it compiles on import, so without
+    the compile step every cold start compiles lab_code again. The step runs after the code is
+    copied, on all of it, with hash-checked .pyc files."""
+    steps = steps_of(LAMBDA)
+    step = bytecode.compile_step(steps)
+    assert step is not None, "the Lambda image compiles no bytecode"
+    code_copy = next(s for s in local_copies(steps) if s.sources == ("lab_code/",))
+    assert step.number > code_copy.number
+    assert step.words[-1] == code_copy.destination.rstrip("/")
+    assert "--invalidation-mode" in step.words and "checked-hash" in step.words
+    image = build_image_dir(LAMBDA, context_files, tmp_path / "image")
+    handler = only(steps, "CMD").words[0].rpartition(".")[0]
+    compiled = bytecode.compiled_on_import(image, handler)
+    assert "lab_code/serving/lambda_function.py" in compiled and len(compiled) > 10
+    bytecode.run_compile_step(step, image)
+    assert bytecode.compiled_on_import(image, handler) == []
+
+
+def test_the_compile_step_runs_nothing_but_compileall():
+    run = df.parse_dockerfile("FROM python:3.12-slim\n"
+                              "RUN python -m compileall -q /app && rm -rf build\n"
+                              "RUN python -m compileall -q ${APP_HOME}/lab_code\n")
+    chained, unknown = run[1], run[2]
+    assert bytecode.compile_step(run) is chained
+    with pytest.raises(ValueError, match="not a plain `python -m compileall` step"):
+        bytecode.run_compile_step(chained, "/nowhere")
+    with pytest.raises(ValueError, match=r"uses \$APP_HOME, which only the base image defines"):
+        bytecode.run_compile_step(unknown, "/nowhere")
+    assert bytecode.compile_step(steps_of(FRONTEND)) is None
 
 
 # --- the commands docker/README.md shows -------------------------------------------------------

@@ -250,6 +250,21 @@ def test_the_service_and_its_workers_run_without_torch(tmp_path):
     assert "(onnx)" in text and text.count('"runtime": "onnx"') == 2, text[-2000:]
 
 
+def test_cold_start_runs_each_source_as_its_image_holds_it(tmp_path):
+    """The benchmark's "this" has its bytecode compiled by the Lambda image's own step,
+    "this_uncompiled" compiles at each start, and neither writes into the checkout."""
+    before = sorted(p for p in (ROOT / "lab_code").rglob("__pycache__"))
+    done = subprocess.run([sys.executable, "-m", "lab_code.measuring", "cold_start", "--rounds",
+                           "1", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = json.loads((tmp_path / "results.json").read_text())["per_source"]
+    assert run["this"]["bytecode"] == run["this_torchscript"]["bytecode"] == "compiled at build"
+    assert run["this_uncompiled"]["bytecode"] == "compiled at each start"
+    assert run["this"]["runtime"] == "onnx" and not run["this"]["torch_loaded"]
+    assert sorted(p for p in (ROOT / "lab_code").rglob("__pycache__")) == before
+
+
 def test_deck_07_quotes_the_committed_cold_start_run():
     """The cold-start figures on lesson 07's slide are the committed run's, rounded as shown."""
     import re

@@ -1,24 +1,30 @@
 """How big an image's own layers will be, estimated without a Docker engine: what its requirements
 install (their whole dependency closure, sized from this environment's installed copies of the
-same distributions) plus what its COPY steps take from the build context.
+same distributions), what its COPY steps take from the build context, and the bytecode a
+`RUN python -m compileall` step adds for the copied code.
 
     python -m lab_code.dockerfile docker/lambda.Dockerfile --size
 
 An estimate, and how it is made: the requirements files are those the Dockerfile copies in (a
 COPY of a `requirements*.txt`); each pinned distribution and everything it depends on (read from
 the installed metadata, with markers evaluated for the base image's Python) is sized by the files
-pip recorded when it installed it here, .pyc files included. The base image is not counted (its
+pip recorded when it installed it here, .pyc files included. The copied code's bytecode is sized by
+compiling those files here (bytecode is a few percent larger or smaller from one Python to the
+next). The base image is not counted (its
 size is the registry's to tell), nor are files pip writes on another platform only; a
 distribution not installed here is listed as unknown.
 """
 
 from __future__ import annotations
 
+import py_compile
 import re
+import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from lab_code.dockerfile.bytecode import compile_step
 from lab_code.dockerfile.ignore import DockerIgnore
 from lab_code.dockerfile.rebuild import copied_files
 from lab_code.dockerfile.steps import Step
@@ -98,6 +104,7 @@ class SizeEstimate:
     distributions: dict[str, int] = field(default_factory=dict)  # name -> bytes, largest first
     unknown: list[str] = field(default_factory=list)  # in the closure, not installed here
     copied_bytes: int = 0  # what the COPY steps take from the build context
+    compiled_bytes: int = 0  # the .pyc files a compileall step writes for the copied code
 
     @property
     def installed_bytes(self) -> int:
@@ -111,8 +118,11 @@ class SizeEstimate:
                  f"{', '.join(self.requirements)} (Python {self.python}): about "
                  f"{self.installed_bytes / mb:.0f} MB ({largest})",
                  f"COPY takes {self.copied_bytes / mb:.1f} MB from the build context",
+                 *([f"compileall adds {self.compiled_bytes / mb:.1f} MB of bytecode"]
+                   if self.compiled_bytes else []),
                  f"the image's own layers: about "
-                 f"{(self.installed_bytes + self.copied_bytes) / mb:.0f} MB, plus the base "
+                 f"{(self.installed_bytes + self.copied_bytes + self.compiled_bytes) / mb:.0f} MB,"
+                 " plus the base "
                  "image (not counted here)"]
         if self.unknown:
             lines.append(f"not installed here, so not counted: {', '.join(self.unknown)}")
@@ -139,4 +149,29 @@ def estimate(steps: list[Step], context: str | Path, python: str | None = None) 
     copied = {rel for s in copies for rel in copied_files(s, files)}
     copied_bytes = sum((context / rel).stat().st_size for rel in copied)
     ordered = dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
-    return SizeEstimate(req_files, python, ordered, unknown, copied_bytes)
+    return SizeEstimate(req_files, python, ordered, unknown, copied_bytes,
+                        _compiled_bytes(steps, copies, files, context))
+
+
+def _compiled_bytes(steps: list[Step], copies: list[Step], files: list[str],
+                    context: Path) -> int:
+    """The bytecode a `RUN python -m compileall FOLDER...` step writes: the .py files copied to
+    a destination inside one of its folders, compiled here to a scratch folder and sized."""
+    step = compile_step(steps)
+    if step is None:
+        return 0
+    folders = [w.rstrip("/") for w in step.words[3:] if not w.startswith("-")]
+    sources = sorted({rel for s in copies for rel in copied_files(s, files)
+                      if rel.endswith(".py")
+                      and any(s.destination.rstrip("/").startswith(f) for f in folders)})
+    total = 0
+    with tempfile.TemporaryDirectory() as scratch:
+        for number, rel in enumerate(sources):
+            out = Path(scratch) / f"{number}.pyc"
+            try:
+                py_compile.compile(str(context / rel), cfile=str(out), doraise=True,
+                                   invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+            except py_compile.PyCompileError:
+                continue  # the builder's compileall reports it; nothing is written
+            total += out.stat().st_size
+    return total

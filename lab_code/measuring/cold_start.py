@@ -8,6 +8,12 @@ Each round starts one process per source, in turns (forwards, then backwards), s
 machine slows every source alike; the figures are medians over rounds, and the ratios compare
 them. `--baseline REF` imports that commit's entry module (`lab_code.lambda_function` in the old
 layout) with this checkout's TorchScript model in its package, so only code and runtime differ.
+
+Each source runs from a copy of its lab_code/ as its Lambda image holds it: no `__pycache__`
+(.dockerignore keeps it out), its bytecode compiled only if that commit's
+docker/lambda.Dockerfile has a `RUN python -m compileall` step, and nothing written at import
+(Lambda's files are read-only). "this_uncompiled" is this checkout without that step: the
+difference is what the step saves every cold start.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,9 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from lab_code.artifacts import bundled_model_path
+from lab_code.dockerfile import parse_dockerfile
+from lab_code.dockerfile.bytecode import compile_step, run_compile_step
 from lab_code.measuring.service_benchmark import ROOT, extract_baseline, machine
 
 ENTRY = "lab_code.serving.lambda_function"
+LAMBDA_DOCKERFILE = "docker/lambda.Dockerfile"
 OLD_ENTRY = "lab_code.lambda_function"  # before the package was laid out by side
 # Run in a fresh interpreter: the clock starts just before the entry module's import, as
 # Lambda's init phase does once the runtime is up; ru_maxrss is the process's peak resident set.
@@ -52,10 +62,38 @@ def entry_of(src: Path | None) -> str:
         else OLD_ENTRY
 
 
+def dockerfile_at(ref: str | None) -> str | None:
+    """The text of the Lambda Dockerfile at git commit `ref` (None: this checkout's file), or
+    None when there is none."""
+    if ref is None:
+        path = ROOT / LAMBDA_DOCKERFILE
+        return path.read_text() if path.is_file() else None
+    done = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{LAMBDA_DOCKERFILE}"],
+                          capture_output=True, text=True, timeout=60)
+    return done.stdout if done.returncode == 0 else None
+
+
+def as_built(package_root: Path, into: Path | None, dockerfile: str | None,
+             compile_code: bool = True) -> tuple[Path, bool]:
+    """The folder a source's cold start runs from: `package_root`'s lab_code/ copied to `into`
+    without any `__pycache__` (None: `package_root` is already such a copy), then compiled by
+    the Dockerfile's compileall step when it has one and `compile_code`. Returns the folder and
+    whether its bytecode was compiled."""
+    if into is not None:
+        shutil.copytree(package_root / "lab_code", into / "lab_code",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        package_root = into
+    step = compile_step(parse_dockerfile(dockerfile)) if dockerfile and compile_code else None
+    if step is not None:
+        run_compile_step(step, package_root)
+    return package_root, step is not None
+
+
 def one_start(src: Path | None, env: dict[str, str]) -> dict[str, Any]:
-    """One cold start of the entry module of `src` (None: this checkout) in a new process."""
+    """One cold start of the entry module of `src` (None: this checkout) in a new process that
+    writes no bytecode (Lambda's files are read-only)."""
     full = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "PYTHONPATH")}
-    full.update(env, PYTHONPATH=str(src or ROOT))
+    full.update(env, PYTHONPATH=str(src or ROOT), PYTHONDONTWRITEBYTECODE="1")
     done = subprocess.run([sys.executable, "-c", PROBE, entry_of(src)], capture_output=True,
                           text=True, env=full, cwd=src or ROOT, timeout=300)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("COLD-START ")]
@@ -65,10 +103,12 @@ def one_start(src: Path | None, env: dict[str, str]) -> dict[str, Any]:
     return json.loads(lines[-1].removeprefix("COLD-START "))
 
 
-def measure(sources: dict[str, tuple[Path | None, dict[str, str]]],
-            rounds: int) -> dict[str, Any]:
+def measure(sources: dict[str, tuple[Path | None, dict[str, str]]], rounds: int,
+            compiled: dict[str, bool] | None = None) -> dict[str, Any]:
     """Cold starts of every source, `rounds` times in alternating order: per source the
-    median init seconds and peak RSS, every round's figures, and what it loaded."""
+    median init seconds and peak RSS, every round's figures, what it loaded, and whether its
+    bytecode came compiled (`compiled`: per source name)."""
+    compiled = compiled or {}
     records: dict[str, list[dict[str, Any]]] = {name: [] for name in sources}
     names = list(sources)
     for number in range(rounds):
@@ -83,7 +123,8 @@ def measure(sources: dict[str, tuple[Path | None, dict[str, str]]],
             "init_s_rounds": [round(r["init_s"], 3) for r in runs],
             "peak_rss_mb_rounds": [round(r["peak_rss_mb"], 1) for r in runs],
             "torch_loaded": runs[-1]["torch_loaded"], "runtime": runs[-1]["runtime"],
-            "model_file": runs[-1]["model_file"], "entry": entry_of(sources[name][0])}
+            "model_file": runs[-1]["model_file"], "entry": entry_of(sources[name][0]),
+            "bytecode": "compiled at build" if compiled.get(name) else "compiled at each start"}
     return out
 
 
@@ -119,19 +160,25 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             baseline = extract_baseline(args.baseline, Path(tmp)) if args.baseline else None
-        except ValueError as err:
+            # this checkout as its image ships it (its bundled ONNX file when onnxruntime is
+            # here); the same code on the TorchScript file, which tells the runtime's share from
+            # the rest; and the same without the image's compile step
+            this, compiled = as_built(ROOT, Path(tmp) / "this", dockerfile_at(None))
+            bare, _ = as_built(ROOT, Path(tmp) / "this_uncompiled", None)
+            built = {"this": compiled, "this_torchscript": compiled, "this_uncompiled": False}
+            sources: dict[str, tuple[Path | None, dict[str, str]]] = {
+                "this": (this, {}),
+                "this_torchscript": (this, {"MODEL_PATH": str(bundled_model_path())}),
+                "this_uncompiled": (bare, {})}
+            if baseline is not None:
+                _, built["before"] = as_built(baseline, None, dockerfile_at(args.baseline))
+                sources["before"] = (baseline, {})
+        except (ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
-        # this checkout as it ships (its bundled ONNX file when onnxruntime is here), and the
-        # same code on the TorchScript file, which tells the runtime's share from the rest
-        sources: dict[str, tuple[Path | None, dict[str, str]]] = {
-            "this": (None, {}), "this_torchscript": (None, {"MODEL_PATH": str(
-                bundled_model_path())})}
-        if baseline is not None:
-            sources["before"] = (baseline, {})
         load_before = os.getloadavg()
         try:
-            per_source = measure(sources, args.rounds)
+            per_source = measure(sources, args.rounds, built)
         except RuntimeError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
@@ -144,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                "load_after": os.getloadavg(), "wall_s": round(time.time() - started, 1)}
     for name, rec in per_source.items():
         print(f"{name:18} init {rec['init_s']:.2f} s, peak RSS {rec['peak_rss_mb']:.0f} MB "
-              f"({rec['runtime']}, torch {'loaded' if rec['torch_loaded'] else 'not loaded'})")
+              f"({rec['runtime']}, torch {'loaded' if rec['torch_loaded'] else 'not loaded'}, "
+              f"bytecode {rec['bytecode']})")
     for name, ratio in results["ratios_to_before"].items():
         print(f"{name:18} vs before: init x{ratio['init_s']:.2f}, peak RSS "
               f"x{ratio['peak_rss_mb']:.2f}")
