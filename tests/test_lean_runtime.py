@@ -280,3 +280,7 @@ def test_deck_07_quotes_the_committed_cold_start_run():
     assert found.groups() == (f"{this['init_s']:.2f}", f"{this['peak_rss_mb']:.0f}",
                               f"{before['init_s']:.2f}", f"{before['peak_rss_mb']:.0f}",
                               f"{ratios['init_s']:.2f}", f"{ratios['peak_rss_mb']:.2f}")
+    bare = run["per_source"]["this_uncompiled"]
+    saved = re.search(r"compile step \(lesson 06\) saves ([\d.]+) s of the ([\d.]+) s", deck)
+    assert saved, "deck 07's notes no longer say what the compile step saves"
+    assert saved.groups() == (f"{bare['init_s'] - this['init_s']:.2f}", f"{bare['init_s']:.2f}")
