@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab_code.dockerfile.steps import Step
+from lab_code.dockerfile.steps import Step, _substitute
 
 COMPILE = ("python", "-m", "compileall")
 TASK_ROOT_VARIABLE = "LAMBDA_TASK_ROOT"  # set by the Lambda base image: /var/task
@@ -35,14 +35,14 @@ def compile_step(steps: Sequence[Step]) -> Step | None:
 
 
 def _filled(word: str, variables: dict[str, str]) -> str:
-    def value(match: re.Match) -> str:
-        name = match.group(1) or match.group(2)
-        if name not in variables:
-            raise ValueError(f"The compile step uses ${name}, which only the base image defines: "
-                             f"pass its value.")
-        return variables[name]
-
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, word)
+    """`word` with the base image's `variables` filled in (the steps' own substitution); a
+    variable neither the Dockerfile nor `variables` defines is refused in one sentence."""
+    filled = _substitute(word, variables)
+    unknown = re.search(r"\$\{?(\w+)", filled)
+    if unknown:
+        raise ValueError(f"The compile step uses ${unknown.group(1)}, which only the base image "
+                         f"defines: pass its value.")
+    return filled
 
 
 def run_compile_step(step: Step, task_root: str | os.PathLike, python: str = sys.executable,
@@ -55,7 +55,8 @@ def run_compile_step(step: Step, task_root: str | os.PathLike, python: str = sys
     if tuple(words[:3]) != COMPILE or any(w in ("&&", "||", ";", "|") for w in words):
         raise ValueError(f"Line {step.line} is not a plain `python -m compileall` step: "
                          f"{step.value!r}")
-    args = [_filled(w, {TASK_ROOT_VARIABLE: str(Path(task_root))}) for w in words[1:]]
+    args = [_filled(w, {TASK_ROOT_VARIABLE: str(Path(task_root))})
+            for w in (step.expanded or step.words)[1:]]  # the Dockerfile's own variables filled in
     done = subprocess.run([python, *args], capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -77,14 +78,14 @@ print("COMPILED " + json.dumps(sorted(set(compiled))))
 """
 
 
-def compiled_on_import(task_root: str | os.PathLike, module: str, timeout: float = 120.0,
-                       env: dict[str, str] | None = None) -> list[str]:
+def compiled_on_import(task_root: str | os.PathLike, module: str,
+                       timeout: float = 120.0) -> list[str]:
     """The files under `task_root` that importing `module` there compiles, in a fresh
     interpreter that writes no bytecode (a read-only folder, as in Lambda): [] when every one
     was compiled ahead, as the image's compile step does."""
     root = str(Path(task_root).resolve())
     full = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MODEL_PATH")}
-    full.update(env or {}, PYTHONPATH=root, PYTHONDONTWRITEBYTECODE="1")
+    full.update(PYTHONPATH=root, PYTHONDONTWRITEBYTECODE="1")
     done = subprocess.run([sys.executable, "-c", _PROBE, root, module], capture_output=True,
                           text=True, env=full, cwd=root, timeout=timeout)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("COMPILED ")]

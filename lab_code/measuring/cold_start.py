@@ -73,20 +73,24 @@ def dockerfile_at(ref: str | None) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def as_built(package_root: Path, into: Path | None, dockerfile: str | None,
-             compile_code: bool = True) -> tuple[Path, bool]:
+def as_built(package_root: Path, into: Path | None, dockerfile: str | None) -> Path:
     """The folder a source's cold start runs from: `package_root`'s lab_code/ copied to `into`
     without any `__pycache__` (None: `package_root` is already such a copy), then compiled by
-    the Dockerfile's compileall step when it has one and `compile_code`. Returns the folder and
-    whether its bytecode was compiled."""
+    the Dockerfile's compileall step when `dockerfile` (its text) has one."""
     if into is not None:
         shutil.copytree(package_root / "lab_code", into / "lab_code",
                         ignore=shutil.ignore_patterns("__pycache__"))
         package_root = into
-    step = compile_step(parse_dockerfile(dockerfile)) if dockerfile and compile_code else None
+    step = compile_step(parse_dockerfile(dockerfile)) if dockerfile else None
     if step is not None:
         run_compile_step(step, package_root)
-    return package_root, step is not None
+    return package_root
+
+
+def bytecode_of(src: Path | None) -> str:
+    """Whether a source's code comes compiled (its copy holds .pyc files) or compiles at start."""
+    compiled = src is not None and next((src / "lab_code").rglob("*.pyc"), None) is not None
+    return "compiled at build" if compiled else "compiled at each start"
 
 
 def one_start(src: Path | None, env: dict[str, str]) -> dict[str, Any]:
@@ -103,12 +107,11 @@ def one_start(src: Path | None, env: dict[str, str]) -> dict[str, Any]:
     return json.loads(lines[-1].removeprefix("COLD-START "))
 
 
-def measure(sources: dict[str, tuple[Path | None, dict[str, str]]], rounds: int,
-            compiled: dict[str, bool] | None = None) -> dict[str, Any]:
+def measure(sources: dict[str, tuple[Path | None, dict[str, str]]],
+            rounds: int) -> dict[str, Any]:
     """Cold starts of every source, `rounds` times in alternating order: per source the
     median init seconds and peak RSS, every round's figures, what it loaded, and whether its
-    bytecode came compiled (`compiled`: per source name)."""
-    compiled = compiled or {}
+    bytecode came compiled."""
     records: dict[str, list[dict[str, Any]]] = {name: [] for name in sources}
     names = list(sources)
     for number in range(rounds):
@@ -124,7 +127,7 @@ def measure(sources: dict[str, tuple[Path | None, dict[str, str]]], rounds: int,
             "peak_rss_mb_rounds": [round(r["peak_rss_mb"], 1) for r in runs],
             "torch_loaded": runs[-1]["torch_loaded"], "runtime": runs[-1]["runtime"],
             "model_file": runs[-1]["model_file"], "entry": entry_of(sources[name][0]),
-            "bytecode": "compiled at build" if compiled.get(name) else "compiled at each start"}
+            "bytecode": bytecode_of(sources[name][0])}
     return out
 
 
@@ -163,22 +166,21 @@ def main(argv: list[str] | None = None) -> int:
             # this checkout as its image ships it (its bundled ONNX file when onnxruntime is
             # here); the same code on the TorchScript file, which tells the runtime's share from
             # the rest; and the same without the image's compile step
-            this, compiled = as_built(ROOT, Path(tmp) / "this", dockerfile_at(None))
-            bare, _ = as_built(ROOT, Path(tmp) / "this_uncompiled", None)
-            built = {"this": compiled, "this_torchscript": compiled, "this_uncompiled": False}
+            this = as_built(ROOT, Path(tmp) / "this", dockerfile_at(None))
+            bare = as_built(ROOT, Path(tmp) / "this_uncompiled", None)
             sources: dict[str, tuple[Path | None, dict[str, str]]] = {
                 "this": (this, {}),
                 "this_torchscript": (this, {"MODEL_PATH": str(bundled_model_path())}),
                 "this_uncompiled": (bare, {})}
             if baseline is not None:
-                _, built["before"] = as_built(baseline, None, dockerfile_at(args.baseline))
+                as_built(baseline, None, dockerfile_at(args.baseline))
                 sources["before"] = (baseline, {})
         except (ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         load_before = os.getloadavg()
         try:
-            per_source = measure(sources, args.rounds, built)
+            per_source = measure(sources, args.rounds)
         except RuntimeError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
