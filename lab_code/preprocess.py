@@ -8,6 +8,7 @@ sees the same pixels in both. Neither side owns this module: it imports neither.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -66,13 +67,36 @@ def _sample(values: np.ndarray) -> np.ndarray:
     return values[::step, ::step] if values.ndim == 2 else values[:: step * step]
 
 
-def _background(values: np.ndarray) -> float:
-    """The background grey: the most common level of a coarse histogram (robust to rims)."""
-    sample = _sample(values)
-    counts = np.bincount(np.minimum((sample * 32).astype(np.int64), 31).ravel(), minlength=32)
-    level = int(np.argmax(counts))
-    near = sample[np.abs(sample - (level + 0.5) / 32) <= 1 / 32]
-    return float(np.median(near)) if near.size else (level + 0.5) / 32
+GREYS = np.arange(256, dtype=np.float32) / 255.0  # each 8-bit grey as a picture array holds it
+
+
+def _middle(values: np.ndarray, counts: np.ndarray, average=np.median) -> float:
+    """`average` (np.median, or a percentile of 50) of the pixels of a picture that takes
+    `values[i]` `counts[i]` times, to the bit: either looks at the middle pixel, or at the two
+    middle ones (which it averages, or interpolates halfway between), so given those two alone
+    it does what it does to the whole picture."""
+    order = np.argsort(values, kind="stable")
+    below = np.cumsum(counts[order])  # pixels up to each value, in increasing order
+    n = int(below[-1])
+    picks = order[np.searchsorted(below, sorted({(n - 1) // 2, n // 2}), side="right")]
+    return float(average(values[picks]))
+
+
+def _percentile_50(values: np.ndarray) -> np.floating:
+    """The 50th percentile as numpy takes it: halfway between the two middle values."""
+    return np.percentile(values, 50)
+
+
+def _background(counts: np.ndarray) -> float:
+    """The background grey of a picture of 8-bit greys (GREYS[i], counts[i] times): the most
+    common level of a coarse histogram (32 levels: robust to rims), refined to the median of
+    the pixels within one level of that level's centre. From the histogram, to the bit what
+    np.median of those pixels gives, without sorting them."""
+    levels = np.bincount(np.minimum((GREYS * 32).astype(np.int64), 31), weights=counts,
+                         minlength=32)
+    level = int(np.argmax(levels))
+    near = np.where(np.abs(GREYS - (level + 0.5) / 32) <= 1 / 32, counts, 0)
+    return _middle(GREYS, near) if near.any() else (level + 0.5) / 32
 
 
 def _light_on_dark(values: np.ndarray, bg: float) -> bool:
@@ -87,10 +111,15 @@ def _light_on_dark(values: np.ndarray, bg: float) -> bool:
 
 
 def _run_ids(mask: np.ndarray) -> np.ndarray:
-    """A number for every horizontal run of True in a 2-D mask (0 where False)."""
+    """A number for every horizontal run of True in a 2-D mask (0 where False), 1 to the
+    number of runs. (numpy's cumsum and where are slow on booleans: the sum runs on a copy in
+    int64, in place, and multiplying by the mask zeroes what is not a run.)"""
     starts = mask.copy()
     starts[:, 1:] &= ~mask[:, :-1]
-    return np.where(mask, np.cumsum(starts.ravel()).reshape(mask.shape), 0)
+    ids = starts.astype(np.int64)
+    np.cumsum(ids.ravel(), out=ids.ravel())
+    ids *= mask
+    return ids
 
 
 def reach(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -98,16 +127,17 @@ def reach(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
 
     Whole horizontal runs, then whole vertical runs, are filled from what is reached so far,
     until nothing changes: a frame or a surround takes two or three rounds, each O(pixels)."""
-    rows, cols = _run_ids(mask), _run_ids(mask.T).T
+    rows, cols = _run_ids(mask), _run_ids(np.ascontiguousarray(mask.T)).T
+    runs = ((rows, int(rows.max()) + 1), (cols, int(cols.max()) + 1))
     got = mask & seeds
     for _ in range(64):  # a spiral could need more; what is reached by then is kept
-        before = int(got.sum())
-        for ids in (rows, cols):
-            hit = np.zeros(int(ids.max()) + 1, dtype=bool)
+        before = np.count_nonzero(got)
+        for ids, count in runs:
+            hit = np.zeros(count, dtype=bool)
             hit[ids[got]] = True
             hit[0] = False
             got = hit[ids]
-        if int(got.sum()) == before:
+        if np.count_nonzero(got) == before:
             break
     return got
 
@@ -138,7 +168,8 @@ def _plane_points(arr: np.ndarray, where: np.ndarray | None) -> tuple[np.ndarray
         at = np.flatnonzero(where)
         at = at[:: max(1, at.size // 2_000)]
     ys, xs = np.divmod(at, w)
-    design = np.stack([np.ones(ys.size), xs / max(1, w - 1), ys / max(1, h - 1)], axis=1)
+    design = np.empty((ys.size, 3))
+    design[:, 0], design[:, 1], design[:, 2] = 1.0, xs / max(1, w - 1), ys / max(1, h - 1)
     return design, arr.ravel()[at].astype(np.float64)
 
 
@@ -170,11 +201,16 @@ def _plane(arr: np.ndarray, where: np.ndarray | None, start: float) -> np.ndarra
     return coef
 
 
-def _plane_map(coef: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The plane's grey at every pixel of a picture of this shape."""
-    x = np.linspace(0.0, 1.0, shape[1], dtype=np.float32)[None, :]
-    y = np.linspace(0.0, 1.0, shape[0], dtype=np.float32)[:, None]
-    return (coef[0] + coef[1] * x + coef[2] * y).astype(np.float32)
+def _plane_map(coef: np.ndarray, shape: tuple[int, ...],
+               at: np.ndarray | None = None) -> np.ndarray:
+    """The plane's grey at every pixel of a picture of this shape, or at the pixels of `at`
+    alone (a boolean mask; the same numbers, in the order `picture[at]` lists them)."""
+    x = np.linspace(0.0, 1.0, shape[1], dtype=np.float32)
+    y = np.linspace(0.0, 1.0, shape[0], dtype=np.float32)
+    if at is not None:
+        rows, cols = np.nonzero(at)
+        return (coef[0] + coef[1] * x[cols] + coef[2] * y[rows]).astype(np.float32)
+    return (coef[0] + coef[1] * x[None, :] + coef[2] * y[:, None]).astype(np.float32)
 
 
 CARD_FILL = 0.8  # a card fills at least this much of its box (a text block fills far less)
@@ -216,10 +252,11 @@ def card(arr: np.ndarray, tolerance: float = 0.1) -> np.ndarray | None:
     card is the rest, if that rest is one solid block: a text block without a card leaves only
     letters, which fill a small part of their box."""
     ring = _ring(arr.shape)
-    colour = _plane_map(_plane(arr, ring, float(np.median(arr[ring]))), arr.shape)  # uneven light
-    if np.mean(np.abs(arr[ring] - colour[ring]) <= tolerance) < 0.7:  # no one surround colour
-        return None
-    other = np.abs(arr - colour) > tolerance
+    edge = arr[ring]
+    plane = _plane(arr, ring, float(np.median(edge)))  # the surround's colour, in uneven light
+    if np.mean(np.abs(edge - _plane_map(plane, arr.shape, ring)) <= tolerance) < 0.7:
+        return None  # no one surround colour
+    other = np.abs(arr - _plane_map(plane, arr.shape)) > tolerance
     if other.mean() < CARD_AREA * CARD_FILL or other[ring].mean() > 0.2:
         return None  # too little of another colour, or it is not inside a surround
     if not _may_fill(other):  # text on the picture's own background: no flood fill needed
@@ -244,20 +281,31 @@ def ink_map(img: Image.Image) -> np.ndarray:
     When the text sits on a card inside a surround (see `card`), the background, polarity and
     contrast are the card's: the surround, whatever its colour, does not decide them. Uneven
     light is levelled first (see `_plane`), so a shadow across the paper is not taken for ink."""
-    gray = shrink(to_gray(img))
-    arr = np.asarray(gray, dtype=np.float32) / 255.0
+    greys = np.asarray(shrink(to_gray(img)))  # 8-bit
+    arr = greys.astype(np.float32) / 255.0
     inside = card(arr)
     values = arr if inside is None else arr[inside]
-    bg = _background(values)
+    # Histograms of the 8-bit greys give the background grey and the median ink, the numbers
+    # np.median and np.percentile would give, in a fraction of the time (no sorting).
+    every = np.bincount(greys.ravel(), minlength=256)
+    sample = _sample(greys if inside is None else greys[inside])
+    bg = _background(every if sample.size == greys.size else
+                     np.bincount(sample.ravel(), minlength=256))
     level = _plane(arr, inside, bg)
-    if abs(level[1]) + abs(level[2]) > UNEVEN:  # uneven light: level the background
+    uneven = abs(level[1]) + abs(level[2]) > UNEVEN
+    if uneven:  # uneven light: level the background
         arr = np.clip(arr - _plane_map(level, arr.shape) + bg, 0.0, 1.0)
         values = arr if inside is None else arr[inside]
-    if _light_on_dark(values, bg):
+    flip = _light_on_dark(values, bg)
+    if flip:
         arr = 1.0 - arr
         bg = 1.0 - bg
     ink = 1.0 - arr
-    lo = min(float(np.percentile(ink, 50)), 1.0 - bg)
+    if uneven:  # levelled: no longer 256 greys
+        median = float(np.percentile(ink, 50))
+    else:
+        median = _middle(1.0 - (1.0 - GREYS if flip else GREYS), every, _percentile_50)
+    lo = min(median, 1.0 - bg)
     # The darkest ink; on a card, of the card alone and past its few brightest specks (the
     # surround's colour bleeding over the card's edge would squash the text's contrast).
     hi = float(ink.max()) if inside is None else float(np.percentile(ink[inside], 99.9))
@@ -274,8 +322,25 @@ def _mask(ink: np.ndarray, threshold: float = INK_THRESHOLD) -> np.ndarray:
     median of 9 pixels is a majority vote (at least 5 of 9 are ink), so the mask is thresholded
     first and voted on: the same mask as a median of the grey levels, in a fifth of the time.
     Edges count their own pixels again, as Pillow's MedianFilter does."""
-    above = np.pad((ink * 255).astype(np.uint8) > threshold * 255, 1, mode="edge")
+    return _vote((ink * 255).astype(np.uint8), threshold)
+
+
+def _vote(levels: np.ndarray, threshold: float) -> np.ndarray:
+    """`_mask` of an ink map already in 8-bit levels (ink * 255, truncated)."""
+    above = _padded(levels > threshold * 255, edge=True)
     return _box3(above.view(np.uint8)) >= 5
+
+
+def _padded(mask: np.ndarray, edge: bool = False) -> np.ndarray:
+    """A 2-D boolean array with one more pixel all round: False, or (`edge`) a copy of the
+    nearest one. What np.pad does, without its Python overhead (it ran twice per picture)."""
+    h, w = mask.shape
+    out = np.zeros((h + 2, w + 2), dtype=bool)
+    out[1:-1, 1:-1] = mask
+    if edge:
+        out[0, 1:-1], out[-1, 1:-1] = mask[0], mask[-1]
+        out[:, 0], out[:, -1] = out[:, 1], out[:, -2]
+    return out
 
 
 def _box3(padded: np.ndarray) -> np.ndarray:
@@ -294,8 +359,9 @@ def _text_mask(ink: np.ndarray) -> np.ndarray:
     grey pixel wide, darker only where strokes cross) mostly fall under the threshold and then
     lose the vote, leaving a few crossings of a whole line; when the vote at INK_THRESHOLD keeps
     less than THIN_KEEP of what a vote at half of it keeps, the picture is taken at half."""
-    voted = _mask(ink)
-    faint = _mask(ink, INK_THRESHOLD / 2)
+    levels = (ink * 255).astype(np.uint8)
+    voted = _vote(levels, INK_THRESHOLD)
+    faint = _vote(levels, INK_THRESHOLD / 2)
     return faint if voted.sum() < THIN_KEEP * faint.sum() else voted
 
 
@@ -306,13 +372,18 @@ def _spans(profile: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
-def _longest_runs(mask: np.ndarray) -> np.ndarray:
-    """The longest run of True in each row of a 2-D boolean array (vectorised, O(pixels))."""
-    if mask.size == 0:
-        return np.zeros(mask.shape[0], dtype=np.int64)
-    count = np.cumsum(mask, axis=1, dtype=np.int32)
-    reset = np.maximum.accumulate(np.where(mask, 0, count), axis=1)
-    return (count - reset).max(axis=1)
+def _runs_of(mask: np.ndarray, length: int) -> np.ndarray:
+    """Which rows of a 2-D boolean array hold a run of at least `length` True (length >= 1).
+    Windows of True twice as long are built from the last ones (1, 2, 4... pixels: a few
+    passes, O(pixels) each); two windows of the largest such size that fit cover `length`."""
+    size, windows = 1, mask
+    while 2 * size <= length:
+        windows = windows[:, :-size] & windows[:, size:]
+        size *= 2
+    if mask.shape[1] < length:
+        return np.zeros(mask.shape[0], dtype=bool)
+    starts = mask.shape[1] - length + 1
+    return (windows[:, :starts] & windows[:, length - size : length - size + starts]).any(axis=1)
 
 
 def _rules(mask: np.ndarray) -> np.ndarray:
@@ -322,7 +393,7 @@ def _rules(mask: np.ndarray) -> np.ndarray:
     out = np.zeros(mask.shape[0], dtype=bool)
     dense = np.flatnonzero(mask.sum(axis=1) >= long)
     if dense.size:
-        out[dense] = _longest_runs(mask[dense]) >= long
+        out[dense] = _runs_of(mask[dense], long)
     out[1:] |= out[:-1].copy()  # and their neighbours: the 3x3 filter leaves a rule's corners
     out[:-1] |= out[1:].copy()
     return out
@@ -421,7 +492,7 @@ def _marks(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     majority vote; at 100 dpi a full stop is one dark pixel in a grey halo, while a lone pixel
     on a clean background is a speck. Faint ink tells rules and frame edges apart from marks."""
     faint = ink > INK_THRESHOLD / 2
-    votes = _box3(np.pad(faint, 1).view(np.uint8))
+    votes = _box3(_padded(faint).view(np.uint8))
     return (ink > INK_THRESHOLD) & (votes >= 2), faint
 
 
@@ -480,7 +551,7 @@ def _grow(marks: np.ndarray, faint: np.ndarray, box: tuple[int, int, int, int],
     rows = np.zeros(marks.shape[0], dtype=np.int64)
     wall = np.zeros(marks.shape[0], dtype=bool)
     rows[r0:r1] = near.sum(axis=1)
-    wall[r0:r1] = _longest_runs(faint[r0:r1, left:right]) > max(3, MARK_WIDTH * height)
+    wall[r0:r1] = _runs_of(faint[r0:r1, left:right], math.floor(max(3, MARK_WIDTH * height)) + 1)
     top -= _walk(rows, top - 1, max(above, r0) - 1, wall, vreach, vclear)
     bottom += _walk(rows, bottom, min(below, r1), wall, vreach, vclear)
     return top, bottom, left, right

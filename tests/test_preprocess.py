@@ -240,10 +240,43 @@ def test_the_plane_fit_stops_early_only_where_more_rounds_change_nothing():
     cases = []
     for a in _pictures():
         ring = preprocess._ring(a.shape)
-        cases += [(a, None, preprocess._background(a)), (a, ring, float(np.median(a[ring])))]
+        cases += [(a, None, _background_of_pixels(a)), (a, ring, float(np.median(a[ring])))]
     early = [preprocess._plane(*case) for case in cases]
     assert all((e == _plane_in_four_rounds(*case)).all() for e, case in zip(early, cases,
                                                                               strict=True))
+
+
+def _background_of_pixels(values):
+    """What preprocess._background computes from a histogram, computed from the pixels."""
+    counts = np.bincount(np.minimum((values * 32).astype(np.int64), 31).ravel(), minlength=32)
+    level = int(np.argmax(counts))
+    near = values[np.abs(values - (level + 0.5) / 32) <= 1 / 32]
+    return float(np.median(near)) if near.size else (level + 0.5) / 32
+
+
+def _grey_pictures():
+    """8-bit pictures whose middle pixels differ (odd and even sizes, narrow and wide ranges,
+    two greys half and half) and the course's own test pictures."""
+    rng = np.random.default_rng(11)
+    out = [rng.integers(lo, hi, shape, dtype=np.uint8)
+           for lo, hi in [(0, 256), (90, 110), (250, 256), (0, 3)]
+           for shape in [(1, 1), (1, 2), (3, 5), (4, 6), (31, 200), (32, 200)]]
+    out.append(np.repeat(np.array([[96, 100]], dtype=np.uint8), 50, axis=0))
+    out.append(np.array([[10, 200]], dtype=np.uint8))
+    return out + [np.round(a * 255).astype(np.uint8) for a in _pictures()]
+
+
+def test_the_histograms_give_numpys_median_and_percentile_to_the_bit():
+    """ink_map takes the background grey and the median ink from a histogram of the 8-bit
+    greys instead of sorting the pixels: the very numbers np.median and np.percentile give."""
+    for greys in _grey_pictures():
+        values = greys.astype(np.float32) / 255.0
+        counts = np.bincount(greys.ravel(), minlength=256)
+        assert preprocess._background(counts) == _background_of_pixels(values)
+        for ink, table in [(1.0 - values, 1.0 - preprocess.GREYS),
+                           (1.0 - (1.0 - values), 1.0 - (1.0 - preprocess.GREYS))]:
+            assert preprocess._middle(table, counts, preprocess._percentile_50) == float(
+                np.percentile(ink, 50))
 
 
 def test_reach_follows_paths_inside_the_mask():
