@@ -444,14 +444,31 @@ def test_the_committed_reference_run_is_complete_and_plots():
     assert len(fig.axes[0].lines) == len(service_benchmark.DEFAULT_CONFIGS)
 
 
+def test_the_benchmark_records_whether_the_kernel_shares_the_cpu_by_session(tmp_path,
+                                                                           monkeypatch):
+    """With autogroup on, a hog in another session leaves the service about half the machine
+    however many workers it runs; off, every thread gets its share. A run records which."""
+    from lab_code.measuring import hog, service_benchmark
+
+    switch = tmp_path / "sched_autogroup_enabled"
+    monkeypatch.setattr(hog, "AUTOGROUP", switch)
+    assert hog.autogroup() is None  # the kernel does not say
+    for text, on in (("1\n", True), ("0\n", False)):
+        switch.write_text(text)
+        assert hog.autogroup() is on
+        assert service_benchmark.machine()["sched_autogroup"] is on
+
+
 def test_lesson_07s_bars_hold_in_the_committed_reference_run():
     """The bars the lesson claims, read from the committed run (not re-measured here: a shared
     2-core machine makes timing asserts flaky; the benchmark is the measurement)."""
     results = json.loads(COMMITTED.read_text())
     ratio = results["ratios_to_before"]["workers"]["64"]
     assert ratio["throughput"] > 1.0 and ratio["p95"] <= 1.0
-    busy = results["ratios_to_before_busy"]["workers_busy"]["64"]  # beside one busy process a core
-    assert busy["throughput"] >= 1.5 and busy["p95"] <= 1.0
+    # beside one busy process a core it still answers more than the code before, no slower (by
+    # how much depends on how the kernel shares the CPU: lesson 07's busy machine section)
+    busy = results["ratios_to_before_busy"]["workers_busy"]["64"]
+    assert busy["throughput"] > 1.0 and busy["p95"] <= 1.0
     shipped = {r["clients"]: r for r in results["configs"]["workers"]["runs"]}
     # at 64 clients what ships answers more than the code before, every TorchScript service with
     # one process and LitServe (one worker with two threads is a tie there: see the next test)

@@ -16,9 +16,23 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 MAX_SECONDS = 600.0  # a hog longer than this is a mistake, not a measurement
+
+
+AUTOGROUP = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+def autogroup() -> bool | None:
+    """Whether Linux shares the CPU between sessions before threads (autogroup): a service in a
+    session of its own then gets about an equal share beside a hog in another, however many
+    threads it runs. None where the kernel does not say (not Linux, or built without it)."""
+    try:
+        return AUTOGROUP.read_text().strip() == "1"
+    except OSError:
+        return None
 
 
 def cores() -> int:

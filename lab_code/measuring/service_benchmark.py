@@ -332,7 +332,7 @@ def machine() -> dict[str, Any]:
 
     return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform()}
+            "platform": platform.platform(), "sched_autogroup": hog.autogroup()}
 
 
 def ratios(results: dict[str, Any], base: str = "before") -> dict[str, Any]:
