@@ -279,6 +279,20 @@ def test_the_histograms_give_numpys_median_and_percentile_to_the_bit():
                 np.percentile(ink, 50))
 
 
+def test_runs_of_finds_exactly_the_rows_with_a_run_that_long():
+    """_runs_of builds windows by doubling; a row-by-row count is the truth, for every length
+    from 1 to past the width (including lengths that are not powers of two)."""
+    import itertools
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        mask = rng.random((int(rng.integers(1, 5)), int(rng.integers(0, 40)))) < rng.random()
+        longest = [max((len(list(g)) for on, g in itertools.groupby(row) if on), default=0)
+                   for row in mask]
+        for length in range(1, mask.shape[1] + 3):
+            assert preprocess._runs_of(mask, length).tolist() == [n >= length for n in longest]
+
+
 def test_reach_follows_paths_inside_the_mask():
     mask = np.zeros((7, 9), dtype=bool)
     mask[1, 1:8] = mask[1:6, 7] = mask[5, 3:8] = True  # a hook from the top left
