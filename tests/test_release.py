@@ -274,7 +274,9 @@ def test_the_rule_rolls_a_worse_candidate_back_by_itself(staged, reg, lines):
 def test_the_rule_promotes_a_clean_canary_by_itself(staged, reg, lines):
     router = rollout.Rollout(reg, load, seed=4, poll_s=0.05).start()
     try:
-        rules = RolloutRules(min_samples=20, promote_after=40)
+        # the latency limit is tested on its own (above): here a p95 of some 25 calls on a shared
+        # machine doubled production's once (CI, 2.2x) and rolled the clean canary back
+        rules = RolloutRules(min_samples=20, promote_after=40, max_latency_ratio=10.0)
         release.start("v3", "canary", 0.5, rules=rules, registry_dir=reg)
         wait_for(lambda: router.candidate is not None)
         for i in range(400):
