@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,20 @@ def test_the_log_keeps_its_bounds(tmp_path):
     log.close()
 
 
+def test_a_reader_waits_for_a_row_another_process_writes_late(tmp_path):
+    writer = predictions.PredictionLog(predictions.Store(tmp_path / "w.sqlite"))
+    reader = predictions.PredictionLog(predictions.Store(tmp_path / "w.sqlite"))
+    writer.store._lock.acquire()  # the service's writer is busy: its row comes late
+    writer.write({"id": "late", "time": 1.0, "chars": 7})
+    threading.Timer(0.5, writer.store._lock.release).start()
+    assert reader.find("late") is None
+    assert reader.wait_for("late", timeout=10)["chars"] == 7
+    with pytest.raises(LookupError, match="No row for prediction never .* after 0.2 s"):
+        reader.wait_for("never", timeout=0.2)
+    writer.close()
+    reader.close()
+
+
 def test_a_full_queue_drops_rows_and_counts_them(tmp_path):
     dropped = []
     log = predictions.PredictionLog(predictions.Store(tmp_path / "w.sqlite"),
@@ -227,6 +242,20 @@ def test_corrections_need_consent_a_logged_prediction_and_its_image(recognizer, 
     stored = Image.open(out / labels[0]["file"])
     assert stored.format == "PNG" and stored.size == Image.open(io.BytesIO(LINE)).size
     assert "exif" not in stored.info
+
+
+def test_a_correction_right_after_another_workers_answer_finds_its_prediction(tmp_path):
+    other = predictions.PredictionLog(predictions.Store(tmp_path / "w.sqlite"))  # worker A
+    this = predictions.PredictionLog(predictions.Store(tmp_path / "w.sqlite"))  # worker B
+    img = Image.open(io.BytesIO(LINE))
+    other.store._lock.acquire()  # A answered; its writer has not written the row yet
+    other.write({"id": "p1", "time": 1.0, "width": img.width, "height": img.height})
+    threading.Timer(0.2, other.store._lock.release).start()
+    assert corrections.save(this, "p1", "Deploying a model is half the work.", LINE, True) == 1
+    with pytest.raises(corrections.ApiError, match="No prediction p2 in the log"):
+        corrections.save(this, "p2", "Deploying a model is half the work.", LINE, True)
+    other.close()
+    this.close()
 
 
 def test_exported_corrections_are_scored_by_evaluate(recognizer, tmp_path):

@@ -42,6 +42,9 @@ CONSENT = ("I agree that this image and my text are stored to test and improve t
 MAX_TEXT_CHARS = 2_000
 MAX_TEXT_LINES = images.LIMITS.max_lines
 MAX_STORED_BYTES = 4 * 1024 * 1024  # one corrected image, as stored (PNG)
+# Another worker writes its rows in batches within about 50 ms of answering; an unknown id costs
+# this long (a sleep, no CPU) before its 404.
+OTHER_WORKER_WAIT_S = 0.5
 ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 FAMILY = "correction"  # the family of exported samples, as lab_code.training.evaluate groups them
 
@@ -109,11 +112,12 @@ def save(log: PredictionLog, prediction_id: str, text: str, image: bytes, consen
         raise ApiError(err.status, str(err)) from err
     except ValueError as err:
         raise ApiError(422, str(err)) from err
-    log.flush(5.0)  # the prediction may have been answered a moment ago
-    row = log.find(prediction_id)
-    if row is None:
+    log.flush(5.0)  # the prediction may have been answered a moment ago, by this worker
+    try:  # or by another worker, whose writer may not have written it yet
+        row = log.wait_for(prediction_id, timeout=OTHER_WORKER_WAIT_S)
+    except LookupError:
         raise ApiError(404, f"No prediction {prediction_id} in the log: send the prediction_id "
-                            "of a recent answer.")
+                            "of a recent answer.") from None
     if (row.get("width"), row.get("height")) != size:
         raise ApiError(422, f"The image is {size[0]}x{size[1]} pixels but prediction "
                             f"{prediction_id} read a {row.get('width')}x{row.get('height')} one: "

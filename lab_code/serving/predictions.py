@@ -257,6 +257,19 @@ class PredictionLog:
                                   (prediction_id,), fetch=True)
         return dict(zip(COLUMNS, rows[0], strict=True)) if rows else None
 
+    def wait_for(self, prediction_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The row of `prediction_id`, waiting up to `timeout` seconds for it: a service writes
+        its rows a moment after it answers, from another process. LookupError if none comes."""
+        deadline = time.monotonic() + timeout
+        while (row := self.find(prediction_id)) is None:
+            if time.monotonic() >= deadline:
+                raise LookupError(f"No row for prediction {prediction_id} in {self.store.url} "
+                                  f"after {timeout:g} s: check that the service was started with "
+                                  "this log (--watch-db), and look in its output for "
+                                  "prediction_log_error.")
+            time.sleep(0.02)
+        return row
+
 
 def recent_rows(store: Store, limit: int = 500, since: float | None = None,
                 columns: Iterable[str] = tuple(COLUMNS)) -> list[dict[str, Any]]:
