@@ -188,6 +188,16 @@ def test_a_reader_waits_for_a_row_another_process_writes_late(tmp_path):
     reader.close()
 
 
+def test_waiting_in_vain_on_a_postgresql_log_does_not_show_its_password(tmp_path):
+    log = predictions.PredictionLog(predictions.Store(tmp_path / "w.sqlite"))
+    log.store.url, log.store.postgres = "postgresql://course:s3cret@db.internal/log", True
+    log.find = lambda prediction_id: None  # the store stays SQLite underneath
+    with pytest.raises(LookupError) as err:
+        log.wait_for("never", timeout=0.05)
+    assert "s3cret" not in str(err.value) and "PostgreSQL log" in str(err.value)
+    log.close()
+
+
 def test_a_full_queue_drops_rows_and_counts_them(tmp_path):
     dropped = []
     log = predictions.PredictionLog(predictions.Store(tmp_path / "w.sqlite"),

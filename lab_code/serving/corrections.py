@@ -42,8 +42,8 @@ CONSENT = ("I agree that this image and my text are stored to test and improve t
 MAX_TEXT_CHARS = 2_000
 MAX_TEXT_LINES = images.LIMITS.max_lines
 MAX_STORED_BYTES = 4 * 1024 * 1024  # one corrected image, as stored (PNG)
-# Another worker writes its rows in batches within about 50 ms of answering; an unknown id costs
-# this long (a sleep, no CPU) before its 404.
+# Another worker writes its rows in batches within about 50 ms of answering. An unknown id costs
+# this long before its 404: one thread of the pool, reading the log every 20 ms.
 OTHER_WORKER_WAIT_S = 0.5
 ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 FAMILY = "correction"  # the family of exported samples, as lab_code.training.evaluate groups them

@@ -261,9 +261,10 @@ class PredictionLog:
         """The row of `prediction_id`, waiting up to `timeout` seconds for it: a service writes
         its rows a moment after it answers, from another process. LookupError if none comes."""
         deadline = time.monotonic() + timeout
+        where = "the PostgreSQL log" if self.store.postgres else self.store.url  # no password
         while (row := self.find(prediction_id)) is None:
             if time.monotonic() >= deadline:
-                raise LookupError(f"No row for prediction {prediction_id} in {self.store.url} "
+                raise LookupError(f"No row for prediction {prediction_id} in {where} "
                                   f"after {timeout:g} s: check that the service was started with "
                                   "this log (--watch-db), and look in its output for "
                                   "prediction_log_error.")
