@@ -1,11 +1,14 @@
 """The shipped service on a busy machine: beside one busy process per core it keeps a fair share
 of the throughput it has without them, answers every request (no 504, no error) and /health stays
 fast. The trap it guards (lab_code.threads): model threads that ignore the thread count, whose
-spinning OpenMP teams collapsed the service 10-100x beside any other load.
+spinning OpenMP teams collapsed the service 10-100x beside any other load. (The trap itself is
+pinned where it starts, in test_threads: a model call on a worker thread starts no OpenMP team.)
 
 Throughput is compared as a ratio measured in the same run, quiet and busy in turns, so the
-machine's own noise hits both; the bar (a third of the quiet figure, where the hog's fair share
-leaves about half) sits far above the collapse (a tenth or less) and below the noise.
+machine's own noise hits both. Where the hog gets its fair share the service keeps about half;
+measured: 0.67-0.77 on a quiet 2-core VM with the kernel's autogroup on and off (2026-12-06),
+0.32 once on a slower, shared CI machine of 2 cores. The bar, a fifth, sits below that noise and
+still twice above the collapse (a tenth or less).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from lab_code.serving.ports import free_port
 from lab_code.serving.processes import start_background, stop_background
 from lab_code.serving.runner import default_workers, wait_for_workers
 
-FAIR_SHARE = 0.33  # busy throughput at least this share of the quiet one
+FAIR_SHARE = 0.2  # busy throughput at least this share of the quiet one
 CLIENTS, SECONDS, WARMUP = 16, 3.0, 0.5
 ROUNDS = 2  # quiet, busy, quiet, busy: both see the same drift
 
