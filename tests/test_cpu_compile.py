@@ -41,6 +41,20 @@ def reference(ctx) -> runtimes.Backend:
     return runtimes.build_torchscript(ctx)
 
 
+@pytest.fixture(scope="module")
+def built(ctx):
+    """runtimes.build(name, ctx), each name built once for the module: AOTInductor takes half a
+    minute, and two tests read its package (and ONNX Runtime's)."""
+    done: dict[str, tuple[runtimes.Backend, dict]] = {}
+
+    def build(name: str) -> tuple[runtimes.Backend, dict]:
+        if name not in done:
+            done[name] = runtimes.build(name, ctx)
+        return done[name]
+
+    return build
+
+
 def test_help_shows_every_flag(capsys):
     with pytest.raises(SystemExit) as exc:
         cpu_compile.main(["--help"])
@@ -63,10 +77,10 @@ SLOW = [pytest.param(name, marks=pytest.mark.slow) for name in runtimes.SLOW_BUI
 
 
 @pytest.mark.parametrize("name", FAST + SLOW)
-def test_each_backend_reads_what_torchscript_reads(name, ctx, batches, reference):
+def test_each_backend_reads_what_torchscript_reads(name, batches, reference, built):
     if name == "onnxruntime":
         pytest.importorskip("onnxruntime")
-    backend, record = runtimes.build(name, ctx)
+    backend, record = built(name)
     assert record["status"] == "ok", record.get("reason")
     assert record["build_s"] >= 0 and record["portability"]
     found = cpu_compile.parity(backend, reference, batches, LINES)
@@ -92,8 +106,8 @@ def test_parity_counts_lines_that_read_differently(batches, reference):
 
 
 @pytest.mark.slow
-def test_the_aoti_package_takes_any_width_and_refuses_what_it_was_not_built_for(ctx):
-    backend, record = runtimes.build("aoti", ctx)
+def test_the_aoti_package_takes_any_width_and_refuses_what_it_was_not_built_for(ctx, built):
+    backend, record = built("aoti")
     assert record["status"] == "ok", record.get("reason")
     assert record["input_ranges"][1:3] == [[1, 1], [32, 32]]
     narrow = ctx.example[:3, ..., :300].contiguous()
@@ -103,7 +117,7 @@ def test_the_aoti_package_takes_any_width_and_refuses_what_it_was_not_built_for(
     with pytest.raises(ValueError, match="takes images of sizes"):
         backend.logits(torch.zeros(1, 1, 16, 64))  # 16 rows: called, it could crash the process
     if _has("onnxruntime"):  # an ONNX export after torch.export still gets a dynamic width
-        onnx, record = runtimes.build("onnxruntime", ctx)
+        onnx, record = built("onnxruntime")
         assert record["input_sizes"] == ["batch", 1, 32, "width"]
         assert onnx.texts(narrow) == ctx.eager(narrow)
 
