@@ -1,10 +1,11 @@
 """Lesson 07's service benchmark: the same load (lab_code.measuring.loadgen, or wrk) against
 several ways of serving the recognizer, started one after another on this machine in one run,
 quiet and beside a CPU hog (one busy process per core: a "busy machine"), and one line read end
-to end in-process before and after; `plot` draws the committed results for the notebook.
+to end in-process before and after (end_to_end, in lockstep: `--end-to-end-only` runs that part
+alone); `plot` draws the committed results for the notebook.
 
     python -m lab_code.measuring service_benchmark --out profiling/results/fast_and_cheap \
-        --baseline af7e0ad --client wrk
+        --baseline af7e0ad --end-to-end-baseline b776bc2 --client wrk
 
 `--baseline REF` serves a git commit's lab_code (e.g. the last one before lesson 07's changes)
 next to this checkout's, with this checkout's model in both, so the ratios compare two serving
@@ -200,9 +201,9 @@ def workers_of(args: list[str]) -> int:
 
 
 END_TO_END = """
-import json, statistics, sys, time
+import json, sys, time
 from PIL import Image
-paths, passes, runtime = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+paths, runtime = json.loads(sys.argv[1]), sys.argv[2]
 if runtime == "torchscript":  # TextRecognizer: the frozen TorchScript model, one torch thread
     import torch
     torch.set_num_threads(1)
@@ -213,15 +214,13 @@ else:  # what the services ship: the bundled ONNX file on onnxruntime, one threa
     recognizer = load(threads=1)
 images = [Image.open(p).convert("RGB") for p in paths]
 recognizer.predict(images[0])
-ms, texts = [], []
-for _ in range(passes):
-    for img in images:
-        start = time.perf_counter()
-        texts.append(recognizer.predict(img))
-        ms.append((time.perf_counter() - start) * 1000)
 import lab_code.recognizer as module
-print(json.dumps({"p50_ms": statistics.median(ms), "mean_ms": statistics.fmean(ms),
-                  "texts": texts[: len(images)], "code": module.__file__}))
+print(json.dumps({"code": module.__file__}), flush=True)
+for line in sys.stdin:  # an image's index per line: read that image, say how long it took
+    image = images[int(line)]
+    start = time.perf_counter()
+    text = recognizer.predict(image)
+    print(json.dumps({"ms": (time.perf_counter() - start) * 1000, "text": text}), flush=True)
 """
 
 
@@ -233,38 +232,104 @@ def code_shown(path: str, root: Path, source: str) -> str:
         return f"{path} (not the {source} checkout!)"
 
 
+class LineReader:
+    """A fresh process that imports the lab_code of `src` (None: this checkout), loads `runtime`
+    ("torchscript": TextRecognizer; "shipped": what lab_code.recognizer.load picks, the ONNX
+    file) on one thread, warms it, and then reads the image of `paths` it is asked for, one at
+    a time, timing each call itself (the pipe's time is not counted). `code` is the
+    recognizer's file it imported."""
+
+    def __init__(self, src: Path | None, paths: list[Path], runtime: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(src or ROOT)}
+        env.pop("MODEL_PATH", None)
+        self._errors = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", END_TO_END, json.dumps([str(p) for p in paths]), runtime],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors, text=True,
+            env=env, cwd=src or ROOT)  # `-c` looks in cwd first
+        self.code = self._reply()["code"]
+
+    def _reply(self) -> dict[str, Any]:
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        self.proc.wait(timeout=30)
+        self._errors.seek(0)
+        tail = self._errors.read().decode(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"the reader exited ({self.proc.returncode}): " + " | ".join(tail))
+
+    def read(self, index: int) -> tuple[float, str]:
+        """(milliseconds, text) of image `index`."""
+        self.proc.stdin.write(f"{index}\n")
+        self.proc.stdin.flush()
+        reply = self._reply()
+        return reply["ms"], reply["text"]
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self._errors.close()
+
+
 def read_in_process(src: Path | None, paths: list[Path], passes: int,
                     runtime: str = "torchscript") -> dict[str, Any]:
-    """Read `paths` one image at a time, `passes` times, in a fresh process that imports the
-    lab_code of `src` (None: this checkout), on one thread, with `runtime` ("torchscript":
-    TextRecognizer; "shipped": what lab_code.recognizer.load picks, the ONNX file): {"p50_ms",
-    "mean_ms", "texts" (one per image), "code" (the recognizer's file it imported)}."""
-    env = {**os.environ, "PYTHONPATH": str(src or ROOT)}
-    env.pop("MODEL_PATH", None)
-    done = subprocess.run([sys.executable, "-c", END_TO_END,
-                           json.dumps([str(p) for p in paths]), str(passes), runtime],
-                          capture_output=True, text=True, env=env, timeout=900,
-                          check=True, cwd=src or ROOT)  # `-c` looks in cwd first
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """Read `paths` one image at a time, `passes` times, in a LineReader: {"p50_ms", "mean_ms",
+    "texts" (one per image), "code" (the recognizer's file it imported)}."""
+    reader = LineReader(src, paths, runtime)
+    try:
+        ms, texts = [], []
+        for _ in range(passes):
+            for index in range(len(paths)):
+                took, text = reader.read(index)
+                ms.append(took)
+                texts.append(text)
+        return {"p50_ms": statistics.median(ms), "mean_ms": statistics.fmean(ms),
+                "texts": texts[: len(paths)], "code": reader.code}
+    finally:
+        reader.close()
 
 
 def end_to_end(sources: dict[str, tuple[Path | None, str]], paths: list[Path], passes: int,
                rounds: int) -> dict[str, Any]:
-    """One image at a time, image in and text out, in a fresh process per source (its lab_code
-    and runtime) and round, taken in turns: p50 milliseconds; how many images each source reads
-    differently from the first ("read_differently"); and, between "this" and "before" (when
-    both ran), "images_read_differently" and "same_text"."""
+    """One image at a time, image in and text out, with each source's lab_code and runtime in a
+    LineReader of its own (fresh ones each round), in lockstep: every image is read by each
+    source in turn, in alternating order, so the machine's noise hits them alike. Per source
+    and round the p50 and mean milliseconds; how many images each source reads differently from
+    the first ("read_differently"); between "this" and "before" (when both ran): the median,
+    over every image read, of this one's time over before's ("this_over_before"),
+    "images_read_differently" and "same_text"."""
     out: dict[str, Any] = {name: {"p50_ms": [], "mean_ms": []} for name in sources}
     texts: dict[str, list[str]] = {}
+    pairs: list[float] = []
     for number in range(rounds):
-        for name in sources if number % 2 == 0 else reversed(sources):
-            src, runtime = sources[name]
-            record = read_in_process(src, paths, passes, runtime)
-            out[name]["p50_ms"].append(round(record["p50_ms"], 3))
-            out[name]["mean_ms"].append(round(record["mean_ms"], 3))
-            out[name]["runtime"] = runtime
-            texts[name] = record["texts"]
-            out[name]["code"] = code_shown(record["code"], src or ROOT, name)
+        readers: dict[str, LineReader] = {}
+        try:
+            for name, (src, runtime) in sources.items():
+                readers[name] = LineReader(src, paths, runtime)
+                out[name]["runtime"] = runtime
+                out[name]["code"] = code_shown(readers[name].code, src or ROOT, name)
+            ms: dict[str, list[float]] = {name: [] for name in sources}
+            texts = {name: [] for name in sources}
+            for sweep in range(passes):
+                for index in range(len(paths)):
+                    order = list(sources)
+                    for name in order if (index + sweep + number) % 2 == 0 else order[::-1]:
+                        took, text = readers[name].read(index)
+                        ms[name].append(took)
+                        if sweep == 0:
+                            texts[name].append(text)
+        finally:
+            for reader in readers.values():
+                reader.close()
+        for name in sources:
+            out[name]["p50_ms"].append(round(statistics.median(ms[name]), 3))
+            out[name]["mean_ms"].append(round(statistics.fmean(ms[name]), 3))
+        if "this" in ms and "before" in ms:
+            pairs += [a / b for a, b in zip(ms["this"], ms["before"], strict=True)]
     first = next(iter(sources))
     for name in sources:
         out[name]["read_differently"] = sum(
@@ -272,6 +337,7 @@ def end_to_end(sources: dict[str, tuple[Path | None, str]], paths: list[Path], p
     pair = [texts[n] for n in ("this", "before") if n in texts]
     differ = sum(len(set(read)) > 1 for read in zip(*pair, strict=True)) if pair else 0
     return {"images": len(paths), "passes": passes, "rounds": rounds, "per_source": out,
+            "this_over_before": round(statistics.median(pairs), 3) if pairs else None,
             "same_text": differ == 0, "images_read_differently": differ}
 
 
@@ -394,9 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lab_code.measuring service_benchmark",
         description="Load several ways of serving the recognizer, one after another, with the "
-                    "same clients and images; write results.json and service.png.")
+                    "same clients and images; write results.json and service.png, and "
+                    "end_to_end.json (one line read end to end, before and after).")
     parser.add_argument("--out", type=Path, default=Path("profiling/out/fast_and_cheap"),
-                        help="folder for results.json and service.png "
+                        help="folder for results.json, service.png and end_to_end.json "
                              "(default: profiling/out/fast_and_cheap)")
     parser.add_argument("--baseline", default=None, metavar="REF",
                         help="a git commit whose lab_code is served as 'before' "
@@ -422,7 +489,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--end-to-end-passes", type=int, default=2, metavar="N",
                         help="passes over the screenshot lines, one image at a time, for the "
                              "in-process end-to-end time (0: skip; default: 2)")
+    parser.add_argument("--end-to-end-rounds", type=int, default=3, metavar="N",
+                        help="fresh processes the end-to-end part starts for each source, one "
+                             "after another (default: 3)")
+    parser.add_argument("--end-to-end-only", action="store_true",
+                        help="read the lines end to end and write end_to_end.json only: no "
+                             "service is started")
     return parser
+
+
+def header(argv: list[str] | None) -> dict[str, Any]:
+    """What every results file of this command starts with: the command, when, which models,
+    on what machine and how busy it was."""
+    return {"command": "python -m lab_code.measuring service_benchmark "
+                       + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "model_version": model_version(bundled_model_path()),
+            "onnx_model_version": model_version(bundled_onnx_path())
+            if bundled_onnx_path().is_file() else None,
+            "machine": machine(), "load_before": os.getloadavg()}
+
+
+def write_end_to_end(args: argparse.Namespace, argv: list[str] | None, base: Path | None,
+                     ref: str | None) -> Path:
+    """The end-to-end part (see end_to_end): this checkout's shipped runtime and TorchScript
+    path, and the frozen path of commit `ref` (unpacked at `base`) when given; end_to_end.json."""
+    started = time.time()
+    record = {**header(argv), "baseline": ref,
+              "lines": "the real-world set's 120 screenshot lines, one image at a time"}
+    sources = {"this": (None, "shipped"), "this_torchscript": (None, "torchscript"),
+               **({"before": (base, "torchscript")} if base else {})}
+    paths = sorted((REALWORLD / "screenshot").glob("*.png"))
+    record.update(end_to_end(sources, paths, args.end_to_end_passes, args.end_to_end_rounds))
+    print("end to end:", json.dumps(record["per_source"]),
+          f"this/before: {record['this_over_before']}", flush=True)
+    record["load_after"] = os.getloadavg()
+    record["wall_s"] = round(time.time() - started, 1)
+    path = args.out / "end_to_end.json"
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,17 +548,14 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+        if args.end_to_end_only:
+            path = write_end_to_end(args, argv, e2e_base, e2e_ref)
+            print(f"wrote {path} in {time.time() - started:.0f} s")
+            return 0
         results: dict[str, Any] = {
-            "command": "python -m lab_code.measuring service_benchmark "
-                       + " ".join(argv or sys.argv[1:]),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "baseline": args.baseline, "model_version": model_version(bundled_model_path()),
-            "onnx_model_version": model_version(bundled_onnx_path())
-            if bundled_onnx_path().is_file() else None, "client": args.client,
-            "machine": machine(),
-            "load_before": os.getloadavg(), "requests": "the real-world set's 120 screenshot "
-            "lines, each client sending them in turn", "duration_s": args.duration,
-            "warmup_s": args.warmup, "configs": {}}
+            **header(argv), "baseline": args.baseline, "client": args.client,
+            "requests": "the real-world set's 120 screenshot lines, each client sending them in "
+            "turn", "duration_s": args.duration, "warmup_s": args.warmup, "configs": {}}
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in args.configs}
         for number in range(args.rounds):  # forwards, then backwards: drift hits all alike
             order = args.configs if number % 2 == 0 else list(reversed(args.configs))
@@ -467,22 +569,18 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  skipped: {rounds[name][-1]['skipped']}", flush=True)
         for name in args.configs:
             results["configs"][name] = {"label": CONFIGS[name].label, **merge_rounds(rounds[name])}
+        results["ratios_to_before"] = ratios(results)
+        results["ratios_to_before_busy"] = ratios(results, "before_busy")
+        results["busy_to_quiet"] = busy_to_quiet(results)
+        results["load_after"] = os.getloadavg()
+        results["wall_s"] = round(time.time() - started, 1)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n",
+                                               encoding="utf-8")
+        plot(results).savefig(args.out / "service.png", dpi=110)
+        wrote = [args.out / "results.json", args.out / "service.png"]
         if args.end_to_end_passes > 0:
-            sources = {"this": (None, "shipped"), "this_torchscript": (None, "torchscript"),
-                       **({"before": (e2e_base, "torchscript")} if e2e_base else {})}
-            paths = sorted((REALWORLD / "screenshot").glob("*.png"))
-            results["end_to_end"] = end_to_end(sources, paths, args.end_to_end_passes, rounds=2)
-            results["end_to_end"]["baseline"] = e2e_ref
-            print("end to end:", json.dumps(results["end_to_end"]["per_source"]), flush=True)
-    results["ratios_to_before"] = ratios(results)
-    results["ratios_to_before_busy"] = ratios(results, "before_busy")
-    results["busy_to_quiet"] = busy_to_quiet(results)
-    results["load_after"] = os.getloadavg()
-    results["wall_s"] = round(time.time() - started, 1)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    plot(results).savefig(args.out / "service.png", dpi=110)
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'service.png'} "
-          f"in {results['wall_s']:.0f} s")
+            wrote.append(write_end_to_end(args, argv, e2e_base, e2e_ref))
+    print(f"wrote {', '.join(map(str, wrote))} in {time.time() - started:.0f} s")
     return 0
 
 
