@@ -113,3 +113,17 @@ def test_the_hog_command_runs_and_stops(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "lab_code.measuring", "hog", "--seconds", "0"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: seconds must be above 0")
+
+
+def test_the_lesson_and_the_deck_state_the_bar_this_test_holds():
+    """Notebook 07 and deck 07 say how much of its quiet throughput the busy service must keep:
+    the share they name is FAIR_SHARE, so a change to one fails until the others follow."""
+    from pathlib import Path
+
+    words = {0.5: "a half", 1 / 3: "a third", 0.25: "a quarter", 0.2: "a fifth", 0.1: "a tenth"}
+    named = words[FAIR_SHARE]
+    root = Path(__file__).resolve().parents[1]
+    notebook = " ".join((root / "notebooks" / "07_fast_and_cheap.ipynb").read_text().split())
+    deck = " ".join((root / "slides" / "07_fast_and_cheap.md").read_text().split())
+    assert f'drops below {named} of its quiet throughput' in notebook.replace('\\n", "', " ")
+    assert f"busy throughput at least {named} of quiet" in deck
