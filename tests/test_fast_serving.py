@@ -370,6 +370,64 @@ def test_service_benchmark_runs_a_config_and_writes_results_and_plot(tmp_path):
     assert results["ratios_to_before"] == {}  # no --baseline: nothing to compare with
 
 
+def test_the_cpu_a_service_used_counts_its_workers_too():
+    """tree_cpu_s adds up a process and its descendants (a service's workers): a parent that
+    sleeps while its child spins for a second and then sleeps has used about a second."""
+    import os
+    import signal
+
+    from lab_code.measuring import service_benchmark
+
+    child = ("import time\nend = time.process_time() + 1.2\nwhile time.process_time() < end:\n"
+             "    pass\ntime.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                               f"subprocess.Popen([sys.executable, '-c', {child!r}]); "
+                               "time.sleep(60)"], start_new_session=True)
+    try:
+        deadline, used = time.monotonic() + 20, 0.0
+        while time.monotonic() < deadline and used < 1.0:
+            time.sleep(0.2)
+            used = service_benchmark.tree_cpu_s(parent.pid) or 0.0
+        assert used >= 1.0, f"counted {used:.2f} CPU s"
+        assert service_benchmark.tree_cpu_s(2**22 + 12345) is None  # no such process
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+
+
+def test_the_benchmark_waits_for_workers_only_where_each_one_says_it_is_ready():
+    """The course's service logs a line per worker once its model is loaded, and the benchmark
+    waits for all of them; LitServe's /health waits for its workers itself and the baseline
+    commit logs nothing, so waiting on their logs would stall each of their runs for two
+    minutes and then measure anyway."""
+    from lab_code.measuring import service_benchmark
+
+    waits = {name for name, config in service_benchmark.CONFIGS.items()
+             if service_benchmark.logs_each_worker(config)}
+    assert {"workers", "workers_busy", "workers_torchscript", "cache"} <= waits
+    assert not waits & {"litserve_2w", "litserve_2w_busy", "before", "before_busy", "onnx",
+                        "before_workers"}
+
+
+def test_ratios_round_by_round_pair_each_config_with_its_base_in_the_same_round():
+    """A slow round slows the base and the config alike: the ratio taken round by round stays
+    put where the ratio of the means would not, and its median ignores one odd round."""
+    from lab_code.measuring import service_benchmark
+
+    def rounds(*per_s):
+        return {"rounds": [[{"clients": 64, "throughput_per_s": x}] for x in per_s]}
+
+    results = {"configs": {
+        "before": rounds(100.0, 50.0, 100.0), "workers": rounds(200.0, 100.0, 300.0),
+        "before_busy": rounds(40.0, 80.0, 60.0), "workers_busy": rounds(80.0, 160.0, 60.0),
+        "litserve_2w": rounds(150.0, 75.0)}}  # one round short: not paired
+    quiet = service_benchmark.per_round(results)
+    assert quiet == {"workers": {"64": {"rounds": [2.0, 2.0, 3.0], "median": 2.0}}}
+    busy = service_benchmark.per_round(results, "before_busy")
+    assert busy == {"workers_busy": {"64": {"rounds": [2.0, 2.0, 1.0], "median": 2.0}}}
+    assert service_benchmark.per_round({"configs": {}}) == {}
+
+
 def test_end_to_end_reads_each_image_with_every_source_in_turn(monkeypatch):
     """Lockstep: each image is read by one source and then the other, the order alternating, so
     a slow moment of the machine falls on both; the ratio is taken image by image."""

@@ -15,6 +15,7 @@ codes on the same weights, under the same load, on the same machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -146,16 +147,59 @@ def extract_baseline(ref: str, into: Path) -> Path:
     return into / "src"
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by process `pid` and its live descendants (a
+    service's workers), read from /proc; None where there is no /proc or no such process."""
+    proc = Path("/proc")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    try:
+        entries = [d for d in proc.iterdir() if d.name.isdigit()]
+    except OSError:
+        return None
+    for entry in entries:
+        try:  # after the command's ")": state, ppid, ... utime (14th field), stime (15th)
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        parent[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    if pid not in used:
+        return None
+    tree, grew = {pid}, True
+    while grew:
+        more = {child for child, ppid in parent.items() if ppid in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(used[p] for p in tree)
+
+
 def load_once(client: str, url: str, bodies: list[bytes], clients: int, duration_s: float,
-              warmup_s: float, busy: bool) -> loadgen.LoadResult:
-    """One load run with `client` (loadgen or wrk), beside a CPU hog when `busy`."""
+              warmup_s: float, busy: bool, service_pid: int | None = None) -> loadgen.LoadResult:
+    """One load run with `client` (loadgen or wrk), beside a CPU hog when `busy`. With
+    `service_pid`, `result.cpu` says how much CPU the service and the hog got over the run
+    (warm-up included): on a busy machine the kernel, not the code, decides the service's share,
+    and its cores used tell one round's luck from another's."""
     from lab_code.measuring import wrk
 
     run = wrk.run_wrk if client == "wrk" else loadgen.run_load
-    if not busy:
-        return run(url, bodies, clients, duration_s, warmup_s)
-    with hog.cpu_hog(warmup_s + duration_s + HOG_SLACK_S):
-        return run(url, bodies, clients, duration_s, warmup_s)
+    started = time.monotonic()
+    service_before = tree_cpu_s(service_pid) if service_pid else None
+    with contextlib.ExitStack() as stack:
+        procs = stack.enter_context(hog.cpu_hog(warmup_s + duration_s + HOG_SLACK_S)) \
+            if busy else []
+        result = run(url, bodies, clients, duration_s, warmup_s)
+        hog_s = sum(tree_cpu_s(p.pid) or 0.0 for p in procs)  # before they are stopped
+    wall = time.monotonic() - started
+    service_after = tree_cpu_s(service_pid) if service_pid else None
+    if service_before is not None and service_after is not None:
+        result.cpu = {"wall_s": round(wall, 2),
+                      "service_cores": round((service_after - service_before) / wall, 3),
+                      "hog_cores": round(hog_s / wall, 3)}
+    return result
 
 
 def serve_and_load(config: Config, clients: list[int], bodies: list[bytes], duration_s: float,
@@ -181,19 +225,29 @@ def serve_and_load(config: Config, clients: list[int], bodies: list[bytes], dura
     except RuntimeError as err:
         return {"skipped": str(err)}
     try:
-        if workers_of(args) > 1:  # one worker answered /health: ready (the baseline logs none)
-            wait_for_workers(log, workers_of(args))
+        if logs_each_worker(config) and not wait_for_workers(log, workers_of(args)):
+            return {"skipped": f"its {workers_of(args)} workers did not all start: see {log}"}
         time.sleep(0.5)
         url = f"http://127.0.0.1:{port}{config.path}"
         sent = bodies[: config.repeat_images] if config.repeat_images else bodies
         runs = []
         for n in clients:
-            result = load_once(client, url, sent, n, duration_s, warmup_s, config.busy)
-            print(f"  {config.label}: {result.summary()}", flush=True)
+            result = load_once(client, url, sent, n, duration_s, warmup_s, config.busy, proc.pid)
+            cores = "".join(f", {k.removesuffix('_cores')} {v:.2f} cores"
+                            for k, v in result.cpu.items() if k.endswith("_cores"))
+            print(f"  {config.label}: {result.summary()}{cores}", flush=True)
             runs.append(result.to_dict())
         return {"runs": runs}
     finally:
         stop_background(proc)
+
+
+def logs_each_worker(config: Config) -> bool:
+    """Whether `config` is this checkout's service with several workers, each of which logs when
+    its model is loaded: /health answers once the first is up, so the load waits for the rest.
+    (LitServe's /health waits for all its workers itself; the baseline commit logs nothing.)"""
+    return (config.source == "this" and config.args[:2] == SERVICE[:2]
+            and workers_of(list(config.args)) > 1)
 
 
 def workers_of(args: list[str]) -> int:
@@ -364,6 +418,8 @@ def merge_rounds(records: list[dict[str, Any]]) -> dict[str, Any]:
                        "statuses": statuses,
                        "stages_ms": {k: round(statistics.fmean(r["stages_ms"][k] for r in runs), 3)
                                      for k in stage_keys},
+                       "cpu": {k: round(statistics.fmean(r["cpu"][k] for r in runs), 3)
+                               for k in set.intersection(*(set(r.get("cpu", {})) for r in runs))},
                        "errors": [e for r in runs for e in r["errors"]][:5]})
     return {"runs": merged, "rounds": [r["runs"] for r in records if "runs" in r]}
 
@@ -421,6 +477,35 @@ def ratios(results: dict[str, Any], base: str = "before") -> dict[str, Any]:
     return out
 
 
+def per_round(results: dict[str, Any], base: str = "before") -> dict[str, Any]:
+    """Each config's throughput over `base`'s in the same round, per client count, and the
+    median of those ratios. Rounds run in turn (forwards, then backwards), so a config and its
+    base measured in one round are minutes apart at most, where the means over all rounds mix a
+    slow stretch of one round with a fast stretch of another: on a shared machine the ratio
+    round by round is the steadier figure. Quiet configs against a quiet base, busy ones against
+    a busy base; only configs measured in as many rounds as the base."""
+    configs = results["configs"]
+    ref = configs.get(base, {}).get("rounds")
+    out: dict[str, Any] = {}
+    if not ref:
+        return out
+    for name, record in configs.items():
+        rounds = record.get("rounds")
+        if name == base or is_busy(name) != is_busy(base) or not rounds \
+                or len(rounds) != len(ref):
+            continue
+        per_clients: dict[str, Any] = {}
+        for i, first in enumerate(rounds[0]):
+            each = [r[i]["throughput_per_s"] / b[i]["throughput_per_s"]
+                    for r, b in zip(rounds, ref, strict=True) if b[i]["throughput_per_s"]]
+            if each:
+                per_clients[str(first["clients"])] = {
+                    "rounds": [round(x, 3) for x in each],
+                    "median": round(statistics.median(each), 3)}
+        out[name] = per_clients
+    return out
+
+
 def plot(results: dict[str, Any], configs: tuple[str, ...] | None = None):
     """Throughput and p95 latency against concurrent clients, one line per way of serving."""
     import matplotlib.pyplot as plt
@@ -452,6 +537,51 @@ def plot(results: dict[str, Any], configs: tuple[str, ...] | None = None):
     if high > 20 * max(low, 1.0):  # the cache answers ~20x faster: a linear axis hides the rest
         ax_t.set_yscale("log")
     ax_t.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rounds(results: dict[str, Any], clients: int = 64):
+    """Left: throughput over the code before's, round by round (quiet: solid, beside the hog:
+    dashed), with each config's median. Right: the cores each service used in each round (from
+    /proc): beside a hog the kernel decides that share, and it is what moves one round's ratio
+    away from another's."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_cores) = plt.subplots(1, 2, figsize=(12, 4.2), width_ratios=(3, 2))
+    series = {**results.get("per_round_to_before", {}),
+              **results.get("per_round_to_before_busy", {})}
+    colors: dict[str, str] = {}
+    for name, per_clients in series.items():
+        figures = per_clients.get(str(clients))
+        if not figures:
+            continue
+        label = CONFIGS[name].label if name in CONFIGS else name
+        line, = ax.plot(range(1, len(figures["rounds"]) + 1), figures["rounds"], marker="o",
+                        linestyle="--" if is_busy(name) else "-",
+                        label=f"{label}: median {figures['median']:.2f}x")
+        ax.axhline(figures["median"], color=line.get_color(), alpha=0.3)
+        colors[name] = line.get_color()
+    for name, record in results["configs"].items():
+        cores = [next((r["cpu"].get("service_cores") for r in runs if r["clients"] == clients
+                       and r.get("cpu")), None) for runs in record.get("rounds", [])]
+        if not cores or None in cores:
+            continue
+        ax_cores.plot(range(1, len(cores) + 1), cores, marker="o", color=colors.get(name, "black"),
+                      linestyle="--" if is_busy(name) else "-",
+                      label=CONFIGS[name].label if name in CONFIGS else name)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    most = max((len(f["rounds"]) for p in series.values() for f in p.values()), default=1)
+    for axis in (ax, ax_cores):
+        axis.set_xticks(range(1, most + 1))
+        axis.set_xlabel("round")
+        axis.set_ylim(bottom=0)
+        axis.grid(alpha=0.3)
+    ax.set_ylabel(f"answers/s over the code before's ({clients} clients)")
+    ax_cores.set_ylabel("cores the service used")
+    ax_cores.set_title("what the kernel gave each service", fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    ax_cores.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -571,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
             results["configs"][name] = {"label": CONFIGS[name].label, **merge_rounds(rounds[name])}
         results["ratios_to_before"] = ratios(results)
         results["ratios_to_before_busy"] = ratios(results, "before_busy")
+        results["per_round_to_before"] = per_round(results)
+        results["per_round_to_before_busy"] = per_round(results, "before_busy")
         results["busy_to_quiet"] = busy_to_quiet(results)
         results["load_after"] = os.getloadavg()
         results["wall_s"] = round(time.time() - started, 1)
@@ -578,6 +710,9 @@ def main(argv: list[str] | None = None) -> int:
                                                encoding="utf-8")
         plot(results).savefig(args.out / "service.png", dpi=110)
         wrote = [args.out / "results.json", args.out / "service.png"]
+        if results["per_round_to_before"] or results["per_round_to_before_busy"]:
+            plot_rounds(results, max(args.clients)).savefig(args.out / "rounds.png", dpi=110)
+            wrote.append(args.out / "rounds.png")
         if args.end_to_end_passes > 0:
             wrote.append(write_end_to_end(args, argv, e2e_base, e2e_ref))
     print(f"wrote {', '.join(map(str, wrote))} in {time.time() - started:.0f} s")
