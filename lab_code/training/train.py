@@ -1,6 +1,6 @@
 """Train the line recognizer on synthetic lines with CTC loss; report CER on the held-out set.
 
-    python -m lab_code.training train --steps 5200 --out runs/recognizer
+    python -m lab_code.training train --steps 6000 --out runs/recognizer
 
 writes `checkpoint.pt` (weights + config) and `metrics.json` into `--out`. CPU by default,
 CUDA when present (`--device auto`). With `--wandb offline|online` the run is also logged to W&B.
@@ -29,12 +29,12 @@ from lab_code.training.model import LineRecognizer, count_parameters
 
 @dataclass
 class TrainConfig:
-    steps: int = 5200
+    steps: int = 6000
     batch_size: int = 24
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 1
-    eval_every: int = 500
+    eval_every: int = 1000
     eval_size: int = data.TEST_SIZE
     channels: tuple[int, ...] = (16, 32, 64, 64, 96)
     hidden: int = 128
