@@ -371,12 +371,13 @@ def test_service_benchmark_runs_a_config_and_writes_results_and_plot(tmp_path):
 
 
 def test_the_cpu_a_service_used_counts_its_workers_too():
-    """tree_cpu_s adds up a process and its descendants (a service's workers): a parent that
-    sleeps while its child spins for a second and then sleeps has used about a second."""
+    """group_cpu_s adds up a process group (a service started in a session of its own, and its
+    workers): a parent that sleeps while its child spins for a second and then sleeps has used
+    about a second; processes_cpu_s counts the given processes alone."""
     import os
     import signal
 
-    from lab_code.measuring import service_benchmark
+    from lab_code.measuring import cpu_time
 
     child = ("import time\nend = time.process_time() + 1.2\nwhile time.process_time() < end:\n"
              "    pass\ntime.sleep(60)")
@@ -387,9 +388,10 @@ def test_the_cpu_a_service_used_counts_its_workers_too():
         deadline, used = time.monotonic() + 20, 0.0
         while time.monotonic() < deadline and used < 1.0:
             time.sleep(0.2)
-            used = service_benchmark.tree_cpu_s(parent.pid) or 0.0
+            used = cpu_time.group_cpu_s(parent.pid)
         assert used >= 1.0, f"counted {used:.2f} CPU s"
-        assert service_benchmark.tree_cpu_s(2**22 + 12345) is None  # no such process
+        assert cpu_time.processes_cpu_s([parent.pid]) < 0.5  # the parent alone only slept
+        assert cpu_time.group_cpu_s(2**22 + 12345) == 0.0  # no such group
     finally:
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait(timeout=30)

@@ -44,7 +44,7 @@ class LoadResult:
     statuses: dict[str, int]  # status code -> count ("error" for a failed connection)
     stages_ms: dict[str, float] = field(default_factory=dict)  # mean Server-Timing per stage
     errors: list[str] = field(default_factory=list)  # the first few connection errors
-    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds, when the caller counts them
+    cpu: dict[str, float] = field(default_factory=dict)  # cores used, when the caller counts them
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

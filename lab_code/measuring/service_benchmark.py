@@ -32,6 +32,7 @@ from typing import Any
 
 from lab_code.artifacts import bundled_model_path, bundled_onnx_path, model_version
 from lab_code.measuring import hog, loadgen
+from lab_code.measuring.cpu_time import group_cpu_s, processes_cpu_s
 from lab_code.serving.ports import free_port
 from lab_code.serving.processes import start_background, stop_background
 from lab_code.serving.runner import wait_for_workers
@@ -147,57 +148,28 @@ def extract_baseline(ref: str, into: Path) -> Path:
     return into / "src"
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def tree_cpu_s(pid: int) -> float | None:
-    """CPU seconds (user + system) used so far by process `pid` and its live descendants (a
-    service's workers), read from /proc; None where there is no /proc or no such process."""
-    proc = Path("/proc")
-    parent: dict[int, int] = {}
-    used: dict[int, float] = {}
-    try:
-        entries = [d for d in proc.iterdir() if d.name.isdigit()]
-    except OSError:
-        return None
-    for entry in entries:
-        try:  # after the command's ")": state, ppid, ... utime (14th field), stime (15th)
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        parent[int(entry.name)] = int(fields[1])
-        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    if pid not in used:
-        return None
-    tree, grew = {pid}, True
-    while grew:
-        more = {child for child, ppid in parent.items() if ppid in tree} - tree
-        tree |= more
-        grew = bool(more)
-    return sum(used[p] for p in tree)
-
-
 def load_once(client: str, url: str, bodies: list[bytes], clients: int, duration_s: float,
               warmup_s: float, busy: bool, service_pid: int | None = None) -> loadgen.LoadResult:
     """One load run with `client` (loadgen or wrk), beside a CPU hog when `busy`. With
-    `service_pid`, `result.cpu` says how much CPU the service and the hog got over the run
+    `service_pid` (the process a session of its own started: its group holds its workers),
+    `result.cpu` says how many cores the service and the hog got over the run
     (warm-up included): on a busy machine the kernel, not the code, decides the service's share,
     and its cores used tell one round's luck from another's."""
     from lab_code.measuring import wrk
 
     run = wrk.run_wrk if client == "wrk" else loadgen.run_load
     started = time.monotonic()
-    service_before = tree_cpu_s(service_pid) if service_pid else None
-    with contextlib.ExitStack() as stack:
-        procs = stack.enter_context(hog.cpu_hog(warmup_s + duration_s + HOG_SLACK_S)) \
-            if busy else []
+    service_before = group_cpu_s(service_pid) if service_pid else 0.0
+    hogging = hog.cpu_hog(warmup_s + duration_s + HOG_SLACK_S) if busy \
+        else contextlib.nullcontext([])
+    with hogging as procs:
         result = run(url, bodies, clients, duration_s, warmup_s)
-        hog_s = sum(tree_cpu_s(p.pid) or 0.0 for p in procs)  # before they are stopped
+        hog_s = processes_cpu_s(p.pid for p in procs)  # before they are stopped
     wall = time.monotonic() - started
-    service_after = tree_cpu_s(service_pid) if service_pid else None
-    if service_before is not None and service_after is not None:
+    if service_pid:
         result.cpu = {"wall_s": round(wall, 2),
-                      "service_cores": round((service_after - service_before) / wall, 3),
+                      "service_cores": round((group_cpu_s(service_pid) - service_before) / wall,
+                                             3),
                       "hog_cores": round(hog_s / wall, 3)}
     return result
 

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab_code.measuring.cpu_time import group_cpu_s
 from lab_code.measuring.loadgen import realworld_bodies, run_load
 from lab_code.serving import ports, processes
 from lab_code.serving.runner import wait_for_workers
@@ -67,21 +68,6 @@ def wrk(url: str, bodies_file: Path, clients: int, duration_s: float) -> dict[st
            for p in ("50", "90", "99")}
     return {"throughput_per_s": round((total - bad_n) / seconds, 2), "requests": total,
             "non_2xx": bad_n, "latency_ms": lat}
-
-
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by every process in the process group `pgid`
-    (the service and its workers; Linux /proc). Unlike requests per second, it hardly moves when
-    other work shares the machine."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
 
 
 def _ms(text: str) -> float:
